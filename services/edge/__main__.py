@@ -1,0 +1,17 @@
+from aiohttp import web
+
+from services.common.logs import configure_logging
+from services.edge.app import create_app
+from services.edge.settings import EdgeSettings
+
+configure_logging("edge")
+settings = EdgeSettings.from_env()
+# shutdown_timeout: how long open sockets get to close after on_shutdown told them to.
+web.run_app(
+    create_app(settings),
+    host=settings.host,
+    port=settings.port,
+    shutdown_timeout=5.0,
+    access_log=None,
+    print=lambda *_: None,
+)

@@ -1,0 +1,152 @@
+"""The JSON frames of the public WebSocket protocol (docs/protocol.md), built from run
+events and client frames. Plain data in, plain data out: no I/O."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from docgen.v1 import events_pb2, outline_pb2
+
+PROTOCOL_VERSION = 1
+
+_FINISH_REASONS = {
+    events_pb2.FINISH_REASON_STOP: "stop",
+    events_pb2.FINISH_REASON_LENGTH: "length",
+    events_pb2.FINISH_REASON_CANCELLED: "cancelled",
+    events_pb2.FINISH_REASON_ERROR: "error",
+}
+_RUN_STATUSES = {
+    events_pb2.RUN_STATUS_COMPLETED: "completed",
+    events_pb2.RUN_STATUS_FAILED: "failed",
+    events_pb2.RUN_STATUS_CANCELLED: "cancelled",
+}
+_SUMMARY_METHODS = {
+    events_pb2.SUMMARY_METHOD_EXTRACTIVE: "extractive",
+    events_pb2.SUMMARY_METHOD_LLM: "llm",
+}
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return _dumps(frame)
+
+
+def event_to_frame(event: events_pb2.RunEvent) -> dict[str, Any]:
+    """The protocol frame of one run event."""
+    kind = event.WhichOneof("payload")
+    frame: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "type": kind,
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "ts": event.ts_unix_ms,
+    }
+    if kind == "section_chunk":
+        chunk = event.section_chunk
+        frame.update(section_id=chunk.section_id, index=chunk.index, delta=chunk.delta)
+    elif kind == "section_start":
+        start = event.section_start
+        frame.update(
+            section_id=start.section_id,
+            index=start.index,
+            title=start.title,
+            target_tokens=start.target_tokens,
+            attempt=start.attempt,
+        )
+    elif kind == "section_end":
+        end = event.section_end
+        frame.update(
+            section_id=end.section_id,
+            index=end.index,
+            finish_reason=_FINISH_REASONS[end.finish_reason],
+            chars=end.chars,
+            text_sha256=end.text_sha256,
+            usage={"output_tokens": end.output_tokens},
+            ttft_ms=end.ttft_ms,
+            duration_ms=end.duration_ms,
+        )
+    elif kind == "summary_update":
+        update = event.summary_update
+        frame.update(
+            version=update.version,
+            through_section=update.through_section_id,
+            summary=update.summary,
+            method=_SUMMARY_METHODS[update.method],
+            latency_ms=update.latency_ms,
+        )
+    elif kind == "run_started":
+        started = event.run_started
+        frame.update(
+            document_id=started.document_id,
+            request_id=started.request_id or None,
+            sections=list(started.section_ids),
+        )
+    elif kind == "run_end":
+        end_ = event.run_end
+        frame.update(
+            status=_RUN_STATUSES[end_.status],
+            totals={
+                "sections_completed": end_.sections_completed,
+                "output_tokens": end_.output_tokens,
+                "duration_ms": end_.duration_ms,
+            },
+        )
+    elif kind == "error":
+        error = event.error
+        frame.update(code=error.code, message=error.message, retryable=error.retryable)
+        if error.section_id:
+            frame["section_id"] = error.section_id
+    else:
+        raise ValueError(f"run event {event.seq} has no known payload ({kind!r})")
+    return frame
+
+
+def error_frame(
+    code: str,
+    message: str,
+    *,
+    retryable: bool,
+    request_id: str | None = None,
+    run_id: str | None = None,
+) -> dict[str, Any]:
+    """An error about a client frame: not part of any run's log, so it has no `seq`."""
+    frame: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "type": "error",
+        "code": code,
+        "message": message,
+        "retryable": retryable,
+        "ts": time.time_ns() // 1_000_000,
+    }
+    if request_id is not None:
+        frame["request_id"] = request_id
+    if run_id is not None:
+        frame["run_id"] = run_id
+    return frame
+
+
+def pong_frame(request_id: str | None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "pong", "ts": time.time_ns() // 1_000_000}
+    if request_id is not None:
+        frame["request_id"] = request_id
+    return frame
+
+
+def outline_from_frame(outline: dict[str, Any]) -> outline_pb2.Outline:
+    """The outline of a schema-valid `generate` frame."""
+    return outline_pb2.Outline(
+        document_id=outline["document_id"],
+        title=outline["title"],
+        sections=[
+            outline_pb2.OutlineSection(
+                id=section["id"],
+                title=section["title"],
+                brief=section.get("brief", ""),
+                target_tokens=section["target_tokens"],
+            )
+            for section in outline["sections"]
+        ],
+    )

@@ -1,0 +1,236 @@
+"""One authenticated WebSocket: reads client frames, follows runs, and writes their events
+through a bounded queue so a slow reader can never make the edge hold unbounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from aiohttp import WSMsgType, web
+
+from services.edge import frames
+from services.edge.auth import Principal
+from services.edge.generator_client import GeneratorClient, error_from_status
+from services.edge.schemas import FrameValidator
+from services.edge.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+
+class CloseCode:
+    """Close codes of the protocol (docs/protocol.md). 4000-4499: reconnect and resume;
+    4500-4999: do not reconnect without changing something."""
+
+    SERVER_SHUTDOWN = 4000
+    SLOW_CONSUMER = 4001
+    TOKEN_EXPIRED = 4500
+    POLICY_VIOLATION = 4501
+
+
+# Re-attaching to a run whose stream broke (generator restart in progress, deadline reached).
+REATTACH_ATTEMPTS = 5
+REATTACH_BACKOFF_S = 0.2
+
+
+class SocketSession:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        principal: Principal,
+        generator: GeneratorClient,
+        validator: FrameValidator,
+        settings: EdgeSettings,
+    ) -> None:
+        self._ws = ws
+        self._principal = principal
+        self._generator = generator
+        self._validator = validator
+        self._settings = settings
+        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.send_queue_frames)
+        self._followers: dict[str, asyncio.Task[None]] = {}
+        self._pending: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def serve(self) -> None:
+        writer = asyncio.create_task(self._write_outbox())
+        expiry = asyncio.get_running_loop().call_later(
+            max(0.0, self._principal.expires_at - time.time()),
+            self._close_soon,
+            CloseCode.TOKEN_EXPIRED,
+            "token expired",
+        )
+        try:
+            async for message in self._ws:
+                if message.type == WSMsgType.TEXT:
+                    await self._handle_text(message.data)
+                elif message.type == WSMsgType.BINARY:
+                    self._send(
+                        frames.error_frame(
+                            "binary_not_supported", "send frames as UTF-8 JSON text", retryable=False
+                        )
+                    )
+                elif message.type == WSMsgType.ERROR:
+                    break
+        finally:
+            expiry.cancel()
+            tasks = [*self._followers.values(), *self._pending, writer]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- outgoing -------------------------------------------------------------------------
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        if self._closing:
+            return
+        try:
+            self._outbox.put_nowait(frames.encode(frame))
+        except asyncio.QueueFull:
+            log.warning("closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize())
+            self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    async def _write_outbox(self) -> None:
+        while True:
+            data = await self._outbox.get()
+            await self._ws.send_str(data)
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        # Drop what is queued: the client resumes from the last seq it actually received.
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+        self._spawn(self._ws.close(code=code, message=reason.encode()))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    # --- incoming -------------------------------------------------------------------------
+
+    async def _handle_text(self, data: str) -> None:
+        try:
+            frame = json.loads(data)
+        except ValueError:
+            self._send(frames.error_frame("invalid_json", "the frame is not valid JSON", retryable=False))
+            return
+        problem = self._validator.validate_client(frame)
+        request_id = frame.get("request_id") if isinstance(frame, dict) else None
+        if not isinstance(request_id, str):
+            request_id = None
+        if problem is not None:
+            code, message = problem
+            self._send(frames.error_frame(code, message, retryable=False, request_id=request_id))
+            return
+        kind = frame["type"]
+        if kind == "ping":
+            self._send(frames.pong_frame(request_id))
+        elif kind == "generate":
+            self._start(frame, request_id)
+        elif kind == "resume":
+            self._resume(frame["run_id"], frame["after_seq"], request_id)
+        elif kind == "cancel":
+            self._spawn(self._cancel(frame["run_id"], request_id))
+
+    def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
+        outline = frames.outline_from_frame(frame["outline"])
+
+        def open_stream(run_id: str | None, after_seq: int) -> grpc.aio.UnaryStreamCall:
+            if run_id is None:
+                return self._generator.start_run(
+                    outline, user_id=self._principal.user_id, request_id=request_id or ""
+                )
+            return self._generator.attach_run(run_id, user_id=self._principal.user_id, after_seq=after_seq)
+
+        self._spawn(self._follow(None, 0, open_stream, request_id))
+
+    def _resume(self, run_id: str, after_seq: int, request_id: str | None) -> None:
+        previous = self._followers.pop(run_id, None)
+        if previous is not None:
+            previous.cancel()  # the client restarts this run's stream from its own cursor
+
+        def open_stream(run_id_: str | None, after: int) -> grpc.aio.UnaryStreamCall:
+            return self._generator.attach_run(run_id, user_id=self._principal.user_id, after_seq=after)
+
+        self._spawn(self._follow(run_id, after_seq, open_stream, request_id))
+
+    async def _follow(
+        self,
+        run_id: str | None,
+        after_seq: int,
+        open_stream: Callable[[str | None, int], grpc.aio.UnaryStreamCall],
+        request_id: str | None,
+    ) -> None:
+        """Relays one run's events to this socket until `run_end`, re-attaching from the last
+        relayed seq if the stream to the generator breaks."""
+        last_seq = after_seq
+        failures = 0
+        current = asyncio.current_task()
+        if run_id is not None and current is not None:
+            self._followers[run_id] = current  # type: ignore[assignment]
+        try:
+            while True:
+                call = open_stream(run_id, last_seq)
+                try:
+                    async for response in call:
+                        event = response.event
+                        if run_id is None and current is not None:
+                            run_id = event.run_id
+                            self._followers[run_id] = current  # type: ignore[assignment]
+                        last_seq = event.seq
+                        failures = 0
+                        self._send(frames.event_to_frame(event))
+                        if event.HasField("run_end"):
+                            return
+                    return
+                except grpc.aio.AioRpcError as error:
+                    transient = error.code() in (
+                        grpc.StatusCode.UNAVAILABLE,
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                    )
+                    if transient and run_id is not None and failures < REATTACH_ATTEMPTS:
+                        failures += 1
+                        await asyncio.sleep(REATTACH_BACKOFF_S * failures)
+                        continue
+                    problem = error_from_status(error)
+                    self._send(
+                        frames.error_frame(
+                            problem.code,
+                            problem.message,
+                            retryable=problem.retryable,
+                            request_id=request_id,
+                            run_id=run_id,
+                        )
+                    )
+                    return
+                finally:
+                    call.cancel()
+        finally:
+            if run_id is not None and self._followers.get(run_id) is current:
+                del self._followers[run_id]
+
+    async def _cancel(self, run_id: str, request_id: str | None) -> None:
+        try:
+            await self._generator.cancel_run(run_id, user_id=self._principal.user_id)
+        except grpc.aio.AioRpcError as error:
+            problem = error_from_status(error)
+            self._send(
+                frames.error_frame(
+                    problem.code, problem.message, retryable=problem.retryable,
+                    request_id=request_id, run_id=run_id,
+                )
+            )
+
+
+async def close_for_shutdown(ws: web.WebSocketResponse) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code=CloseCode.SERVER_SHUTDOWN, message=b"server restarting: reconnect and resume")

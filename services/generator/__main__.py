@@ -1,0 +1,5 @@
+import asyncio
+
+from services.generator.server import serve
+
+asyncio.run(serve())

@@ -1,0 +1,271 @@
+"""Writes one run: sections in outline order, each followed by a summary update, every step
+appended to the run's log. Always ends the log with `run_end`, whatever happens."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from docgen.v1 import events_pb2, outline_pb2, summary_pb2
+
+from services.generator.prompts import build_section_messages
+from services.generator.runlog import RunLog
+from services.generator.section_writer import LLMError, SectionWriter
+from services.generator.settings import GeneratorSettings
+
+log = logging.getLogger(__name__)
+
+FINISH_REASONS = {
+    "stop": events_pb2.FINISH_REASON_STOP,
+    "length": events_pb2.FINISH_REASON_LENGTH,
+}
+
+
+class SummaryUnavailable(Exception):
+    """The summary service could not be reached or failed."""
+
+
+class SummaryUpdater(Protocol):
+    """What the run needs from the summary service (gRPC in production)."""
+
+    def update(
+        self, request: summary_pb2.UpdateSummaryRequest, *, timeout_s: float
+    ) -> AsyncIterator[summary_pb2.UpdateSummaryResponse]: ...
+
+
+class _SectionFailed(Exception):
+    pass
+
+
+class RunExecution:
+    """The state of one run while it is being written."""
+
+    def __init__(
+        self,
+        *,
+        run_log: RunLog,
+        outline: outline_pb2.Outline,
+        request_id: str,
+        writer: SectionWriter,
+        summaries: SummaryUpdater,
+        settings: GeneratorSettings,
+        trace_headers: dict[str, str] | None = None,
+    ) -> None:
+        self._log = run_log
+        self._outline = outline
+        self._request_id = request_id
+        self._writer = writer
+        self._summaries = summaries
+        self._settings = settings
+        self._trace_headers = trace_headers or {}
+        self._summary = summary_pb2.GlobalSummary()
+        # Index of the last section the current summary covers (-1: none yet). A refinement
+        # for an older section never replaces a summary that covers a newer one.
+        self._summary_through = -1
+        self._summary_version = 0
+        self._refinement: asyncio.Task[None] | None = None
+        self._output_tokens = 0
+        self._sections_completed = 0
+
+    @property
+    def summary_text(self) -> str:
+        """The latest summary available; this is what the next section's prompt gets."""
+        return self._summary.text
+
+    async def execute(self) -> None:
+        started = time.monotonic()
+        status = events_pb2.RUN_STATUS_COMPLETED
+        self._log.append(
+            run_started=events_pb2.RunStarted(
+                document_id=self._outline.document_id,
+                request_id=self._request_id,
+                section_ids=[s.id for s in self._outline.sections],
+            )
+        )
+        try:
+            for index in range(len(self._outline.sections)):
+                text, ended_at = await self._write_section(index)
+                await self._update_summary(index, text, ended_at)
+            if self._refinement is not None:
+                # The last refinement may still improve the final summary; it has its own deadline.
+                await self._refinement
+        except _SectionFailed:
+            status = events_pb2.RUN_STATUS_FAILED
+        except asyncio.CancelledError:
+            status = events_pb2.RUN_STATUS_CANCELLED
+        except Exception as error:  # a bug must still end the run properly
+            log.exception("run %s failed unexpectedly", self._log.run_id)
+            self._log.append(
+                error=events_pb2.RunError(
+                    code="internal",
+                    message=f"internal error ({type(error).__name__}); start a new run",
+                    retryable=True,
+                )
+            )
+            status = events_pb2.RUN_STATUS_FAILED
+        finally:
+            if self._refinement is not None and not self._refinement.done():
+                self._refinement.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._refinement
+        self._log.append(
+            run_end=events_pb2.RunEnd(
+                status=status,
+                sections_completed=self._sections_completed,
+                output_tokens=self._output_tokens,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+        )
+
+    async def _write_section(self, index: int) -> tuple[str, float]:
+        section = self._outline.sections[index]
+        messages = build_section_messages(self._outline, index, self.summary_text)
+        max_attempts = self._settings.section_attempts
+        for attempt in range(1, max_attempts + 1):
+            started = time.monotonic()
+            self._log.append(
+                section_start=events_pb2.SectionStart(
+                    section_id=section.id,
+                    index=index,
+                    title=section.title,
+                    target_tokens=section.target_tokens,
+                    attempt=attempt,
+                )
+            )
+            parts: list[str] = []
+
+            def on_delta(delta: str, parts: list[str] = parts) -> None:
+                parts.append(delta)
+                self._log.append(
+                    section_chunk=events_pb2.SectionChunk(section_id=section.id, index=index, delta=delta)
+                )
+
+            try:
+                result = await self._writer.write(
+                    messages,
+                    max_tokens=section.target_tokens,
+                    on_delta=on_delta,
+                    extra_headers=self._trace_headers,
+                )
+            except asyncio.CancelledError:
+                self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_CANCELLED, len(parts), 0, started)
+                raise
+            except LLMError as error:
+                if error.retryable and error.code == "llm_stream_failed" and attempt < max_attempts:
+                    log.warning(
+                        "run %s section %s attempt %d failed (%s); retrying",
+                        self._log.run_id, section.id, attempt, error,
+                    )
+                    continue
+                self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_ERROR, len(parts), 0, started)
+                self._log.append(
+                    error=events_pb2.RunError(
+                        code=error.code, message=str(error), retryable=error.retryable, section_id=section.id
+                    )
+                )
+                raise _SectionFailed from error
+            self._output_tokens += result.output_tokens
+            self._sections_completed += 1
+            ended_at = self._end_section(
+                index, result.text, FINISH_REASONS[result.finish_reason], result.output_tokens,
+                result.ttft_ms, started,
+            )
+            return result.text, ended_at
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _end_section(
+        self, index: int, text: str, reason: int, output_tokens: int, ttft_ms: int, started: float
+    ) -> float:
+        section = self._outline.sections[index]
+        self._log.append(
+            section_end=events_pb2.SectionEnd(
+                section_id=section.id,
+                index=index,
+                finish_reason=reason,  # type: ignore[arg-type]
+                chars=len(text),
+                text_sha256=hashlib.sha256(text.encode()).hexdigest(),
+                output_tokens=output_tokens,
+                ttft_ms=ttft_ms,
+                duration_ms=int((time.monotonic() - started) * 1000),
+            )
+        )
+        return time.monotonic()
+
+    async def _update_summary(self, index: int, text: str, ended_at: float) -> None:
+        """Awaits the fast update (the next prompt needs it); later refinements of the same
+        request are applied in the background while the next section is written."""
+        section = self._outline.sections[index]
+        if self._refinement is not None and not self._refinement.done():
+            self._refinement.cancel()  # it is about an older section: too late to matter
+        request = summary_pb2.UpdateSummaryRequest(
+            document_title=self._outline.title,
+            previous=self._summary,
+            section=summary_pb2.FinishedSection(section_id=section.id, title=section.title, text=text),
+        )
+        updates = self._summaries.update(
+            request, timeout_s=self._settings.summary_deadline_s + self._settings.summary_refine_deadline_s
+        ).__aiter__()
+        try:
+            async with asyncio.timeout(self._settings.summary_deadline_s):
+                first = await updates.__anext__()
+        except (SummaryUnavailable, TimeoutError, StopAsyncIteration) as error:
+            log.warning("run %s: summary after %s unavailable: %r", self._log.run_id, section.id, error)
+            await _close(updates)
+            self._log.append(
+                error=events_pb2.RunError(
+                    code="summary_unavailable",
+                    message="the summary could not be updated after this section; "
+                    "the document goes on with the previous summary",
+                    retryable=True,
+                    section_id=section.id,
+                )
+            )
+            return
+        self._apply_summary(first, index, ended_at)
+        self._refinement = asyncio.create_task(self._apply_refinements(updates, index, ended_at))
+
+    async def _apply_refinements(
+        self,
+        updates: AsyncIterator[summary_pb2.UpdateSummaryResponse],
+        index: int,
+        ended_at: float,
+    ) -> None:
+        try:
+            async with asyncio.timeout(self._settings.summary_refine_deadline_s):
+                async for update in updates:
+                    if self._summary_through > index:
+                        return
+                    self._apply_summary(update, index, ended_at)
+        except (SummaryUnavailable, TimeoutError) as error:
+            # The fast summary stands; a refinement is an optional improvement.
+            log.info("run %s: summary refinement skipped: %r", self._log.run_id, error)
+        finally:
+            await _close(updates)
+
+    def _apply_summary(
+        self, update: summary_pb2.UpdateSummaryResponse, index: int, ended_at: float
+    ) -> None:
+        self._summary = update.summary
+        self._summary_through = index
+        self._summary_version += 1
+        self._log.append(
+            summary_update=events_pb2.SummaryUpdate(
+                version=self._summary_version,
+                through_section_id=self._outline.sections[index].id,
+                summary=update.summary.text,
+                method=update.method,
+                latency_ms=int((time.monotonic() - ended_at) * 1000),
+            )
+        )
+
+
+async def _close(iterator: AsyncIterator[object]) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

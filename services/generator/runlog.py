@@ -1,0 +1,74 @@
+"""A run's ordered event log: gap-free `seq`, replay from any cursor, then live follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from docgen.v1 import events_pb2
+
+
+class CursorOutOfRange(Exception):
+    """The caller asked for events after a `seq` the log has not reached."""
+
+    def __init__(self, *, after_seq: int, last_seq: int) -> None:
+        super().__init__(f"after_seq={after_seq} is past the last event (seq={last_seq})")
+        self.after_seq = after_seq
+        self.last_seq = last_seq
+
+
+class RunLog:
+    """Append-only, in memory. Events are appended by one writer (the run) and read by any
+    number of followers; each follower sees every event exactly once, in order."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._events: list[events_pb2.RunEvent] = []
+        self._closed = False
+        self._appended = asyncio.Event()
+
+    @property
+    def last_seq(self) -> int:
+        return len(self._events)
+
+    @property
+    def closed(self) -> bool:
+        """True once `run_end` has been appended: nothing follows it."""
+        return self._closed
+
+    def append(self, **payload: Any) -> events_pb2.RunEvent:
+        """Appends one event; `payload` is a single oneof field, e.g. `section_chunk=...`."""
+        if self._closed:
+            raise RuntimeError(f"run {self.run_id} has ended; its log is closed")
+        event = events_pb2.RunEvent(
+            run_id=self.run_id,
+            seq=len(self._events) + 1,
+            ts_unix_ms=time.time_ns() // 1_000_000,
+            **payload,
+        )
+        self._events.append(event)
+        if "run_end" in payload:
+            self._closed = True
+        # Wake every follower at once; each swaps in on its own next wait.
+        woken, self._appended = self._appended, asyncio.Event()
+        woken.set()
+        return event
+
+    def events_after(self, after_seq: int) -> list[events_pb2.RunEvent]:
+        return self._events[after_seq:]
+
+    async def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
+        """Yields every event with `seq > after_seq`: stored ones, then live ones, ending
+        after `run_end`."""
+        if after_seq < 0 or after_seq > len(self._events):
+            raise CursorOutOfRange(after_seq=after_seq, last_seq=len(self._events))
+        position = after_seq
+        while True:
+            while position < len(self._events):
+                yield self._events[position]
+                position += 1
+            if self._closed:
+                return
+            await self._appended.wait()

@@ -1,0 +1,156 @@
+"""Streams one section's text from an OpenAI-compatible LLM.
+
+Reads the raw SSE lines through the `openai` client (`with_streaming_response`) and decodes
+the JSON itself: the typed stream parser costs ~7x more CPU per token (see DESIGN.md).
+
+Exceptions:
+    LLMError                 -- base; `code` is the stable error code sent to clients
+    ├── LLMUnavailable       -- nothing streamed: 429/5xx/refused after the client's retries
+    ├── LLMRejected          -- the LLM refused the request itself (4xx): retrying won't help
+    └── LLMStreamFailed      -- the stream broke or stalled after it started
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+
+
+class LLMError(Exception):
+    code = "llm_error"
+    retryable = True
+
+    def __init__(self, message: str, *, partial_text: str = "") -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
+
+
+class LLMUnavailable(LLMError):
+    code = "llm_unavailable"
+
+
+class LLMRejected(LLMError):
+    code = "llm_rejected"
+    retryable = False
+
+
+class LLMStreamFailed(LLMError):
+    code = "llm_stream_failed"
+
+
+@dataclass(frozen=True)
+class SectionText:
+    text: str
+    finish_reason: str
+    """`stop` or `length`, as the LLM reported it."""
+    output_tokens: int
+    """Reported usage when the server gives it, else the number of content deltas."""
+    ttft_ms: int
+
+
+def _translate(error: Exception, *, started: bool, partial_text: str) -> LLMError:
+    """The one place where openai/httpx failures become docgen's LLM errors."""
+    if isinstance(error, openai.APIStatusError):
+        status = error.status_code
+        if status in (408, 409, 429) or status >= 500:
+            return LLMUnavailable(f"the LLM answered HTTP {status}; try again later")
+        return LLMRejected(f"the LLM rejected the request (HTTP {status}): {error.message}")
+    if started:
+        return LLMStreamFailed(f"the LLM stream broke: {type(error).__name__}", partial_text=partial_text)
+    if isinstance(error, TimeoutError):
+        return LLMStreamFailed("the LLM accepted the request but sent no token in time")
+    return LLMUnavailable(f"the LLM is unreachable ({type(error).__name__}); try again later")
+
+
+class SectionWriter:
+    """Writes sections with one shared `openai.AsyncOpenAI` client."""
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        *,
+        model: str,
+        temperature: float,
+        stall_timeout_s: float,
+    ) -> None:
+        self._client = client
+        self._model = model
+        self._temperature = temperature
+        self._stall_timeout_s = stall_timeout_s
+
+    async def write(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        on_delta: Callable[[str], None],
+        extra_headers: dict[str, str] | None = None,
+    ) -> SectionText:
+        """Streams one completion, calling `on_delta` per content delta. Cancelling the
+        calling task closes the HTTP stream (the LLM server sees the connection close)."""
+        parts: list[str] = []
+        deltas = 0
+        usage_tokens: int | None = None
+        finish_reason = "stop"
+        started_at = time.monotonic()
+        ttft_ms = 0
+        stream_open = False
+        try:
+            async with self._client.chat.completions.with_streaming_response.create(
+                model=self._model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=self._temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=extra_headers,
+            ) as response:
+                stream_open = True
+                lines = response.iter_lines().__aiter__()
+                while True:
+                    async with asyncio.timeout(self._stall_timeout_s):
+                        try:
+                            line = await lines.__anext__()
+                        except StopAsyncIteration:
+                            break
+                    if not line.startswith("data:"):
+                        continue  # SSE comments, event names, blank separators
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk: dict[str, Any] = json.loads(data)
+                    if chunk.get("error"):
+                        raise LLMStreamFailed(f"the LLM reported an error mid-stream: {chunk['error']}")
+                    usage = chunk.get("usage")
+                    if usage and usage.get("completion_tokens") is not None:
+                        usage_tokens = int(usage["completion_tokens"])
+                    for choice in chunk.get("choices") or ():
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            if not parts:
+                                ttft_ms = int((time.monotonic() - started_at) * 1000)
+                            parts.append(content)
+                            deltas += 1
+                            on_delta(content)
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+        except LLMError as error:
+            error.partial_text = "".join(parts)
+            raise
+        except (openai.APIError, httpx.HTTPError, TimeoutError, json.JSONDecodeError) as error:
+            raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
+        if finish_reason not in ("stop", "length"):
+            finish_reason = "stop"
+        return SectionText(
+            text="".join(parts),
+            finish_reason=finish_reason,
+            output_tokens=usage_tokens if usage_tokens is not None else deltas,
+            ttft_ms=ttft_ms,
+        )

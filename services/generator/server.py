@@ -1,0 +1,126 @@
+"""gRPC binding of the generator: translates requests and statuses, holds no logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+import grpc
+import openai
+from docgen.v1 import generator_pb2, generator_pb2_grpc
+
+from services.common.grpc_server import add_health_and_reflection, set_serving
+from services.common.logs import configure_logging
+from services.generator.runlog import CursorOutOfRange
+from services.generator.runs import InvalidOutline, RunNotFound, RunRegistry, TooManyRuns
+from services.generator.section_writer import SectionWriter
+from services.generator.settings import GeneratorSettings
+from services.generator.summary_client import GrpcSummaryUpdater
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
+    def __init__(self, registry: RunRegistry) -> None:
+        self._registry = registry
+
+    async def StartRun(
+        self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.StartRunResponse]:
+        if not request.user_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+        try:
+            run = self._registry.start(
+                request.outline, user_id=request.user_id, request_id=request.request_id
+            )
+        except InvalidOutline as error:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        except TooManyRuns as error:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+        async with self._registry.subscription(run):
+            async for event in run.log.follow(0):
+                yield generator_pb2.StartRunResponse(event=event)
+
+    async def AttachRun(
+        self, request: generator_pb2.AttachRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.AttachRunResponse]:
+        try:
+            run = self._registry.find(request.run_id, user_id=request.user_id)
+        except RunNotFound as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        if request.after_seq > run.log.last_seq:
+            error = CursorOutOfRange(after_seq=request.after_seq, last_seq=run.log.last_seq)
+            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
+        async with self._registry.subscription(run):
+            async for event in run.log.follow(request.after_seq):
+                yield generator_pb2.AttachRunResponse(event=event)
+
+    async def CancelRun(
+        self, request: generator_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.CancelRunResponse:
+        try:
+            already_ended = self._registry.cancel(request.run_id, user_id=request.user_id)
+        except RunNotFound as error:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        return generator_pb2.CancelRunResponse(already_ended=already_ended)
+
+
+class GeneratorServer:
+    """The generator process's parts, created together and stopped in order."""
+
+    def __init__(self, settings: GeneratorSettings, address: str | None = None) -> None:
+        self.settings = settings
+        self._summary_channel = grpc.aio.insecure_channel(settings.summary_addr)
+        self._llm = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key,
+            max_retries=settings.llm_connect_retries,
+            timeout=openai.Timeout(settings.llm_request_timeout_s, read=settings.llm_stall_timeout_s),
+        )
+        writer = SectionWriter(
+            self._llm,
+            model=settings.llm_model,
+            temperature=settings.llm_temperature,
+            stall_timeout_s=settings.llm_stall_timeout_s,
+        )
+        self.registry = RunRegistry(
+            writer=writer, summaries=GrpcSummaryUpdater(self._summary_channel), settings=settings
+        )
+        self.server = grpc.aio.server()
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(GeneratorServicer(self.registry), self.server)
+        self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
+        self.port = self.server.add_insecure_port(address or settings.addr)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address or settings.addr}")
+
+    async def start(self) -> None:
+        await self.server.start()
+        await set_serving(self.health, [SERVICE_NAME], True)
+
+    async def stop(self) -> None:
+        # Health first, so balancers stop sending new runs; then end every run (each appends
+        # its run_end, which followers still receive within the grace); then the transport.
+        await set_serving(self.health, [SERVICE_NAME], False)
+        await self.registry.close()
+        await self.server.stop(self.settings.shutdown_grace_s)
+        await self._summary_channel.close()
+        await self._llm.close()
+
+
+async def serve() -> None:
+    configure_logging("generator")
+    settings = GeneratorSettings.from_env()
+    server = GeneratorServer(settings)
+    await server.start()
+    log.info("generator listening on %s (LLM %s, model %s)", settings.addr, settings.llm_base_url, settings.llm_model)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("generator stopping")
+    await server.stop()

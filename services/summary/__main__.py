@@ -1,0 +1,5 @@
+import asyncio
+
+from services.summary.server import serve
+
+asyncio.run(serve())
