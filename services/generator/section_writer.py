@@ -19,8 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import openai
+
+try:  # the transport under the openai client: httpx2 in openai >= 3, httpx before
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - depends on the installed openai
+    import httpx as _http  # type: ignore[no-redef]
 
 
 class LLMError(Exception):
@@ -144,7 +148,7 @@ class SectionWriter:
         except LLMError as error:
             error.partial_text = "".join(parts)
             raise
-        except (openai.APIError, httpx.HTTPError, TimeoutError, json.JSONDecodeError) as error:
+        except (openai.APIError, _http.HTTPError, OSError, TimeoutError, json.JSONDecodeError) as error:
             raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
         if finish_reason not in ("stop", "length"):
             finish_reason = "stop"

@@ -41,9 +41,11 @@ if (document) {
   for (const message of document.messages()) {
     messageCount += 1;
     const name = message.name() ?? message.id();
-    const typeSchema = message.payload()?.json()?.properties?.type
-      ?? message.payload()?.json()?.definitions?.frame_error?.properties?.type;
-    if (!typeSchema || typeSchema.const !== name) {
+    // A multi-format payload comes back as {schemaFormat, schema}.
+    const payload = message.payload()?.json() ?? {};
+    const schema = payload.schema ?? payload;
+    const typeSchema = schema.properties?.type ?? schema.definitions?.frame_error?.properties?.type;
+    if (!schema.$id || typeSchema?.const !== name) {
       unresolved.push(`message ${name}: payload not resolved to a frame schema with type const "${name}"`);
     }
   }

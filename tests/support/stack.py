@@ -1,0 +1,181 @@
+"""The whole docgen stack in the test's event loop, on port 0: scripted LLM, summary and
+generator gRPC servers, edge HTTP server; plus a protocol client that checks every frame
+the server sends against the published JSON Schemas."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from services.edge.app import create_app
+from services.edge.auth import mint_dev_token
+from services.edge.schemas import FrameValidator
+from services.edge.settings import DEV_JWT_SECRET, EdgeSettings
+from services.generator.server import GeneratorServer
+from services.generator.settings import GeneratorSettings
+from services.summary.server import SummaryServer
+from services.summary.settings import SummarySettings
+from tests.support.scripted_llm import ScriptedLLM
+
+_VALIDATOR = FrameValidator()
+
+OUTLINE_3 = {
+    "document_id": "doc-1",
+    "title": "Running a small bakery",
+    "sections": [
+        {"id": "intro", "title": "Why bake", "brief": "Motivation", "target_tokens": 60},
+        {"id": "ovens", "title": "Choosing ovens", "brief": "Deck vs convection", "target_tokens": 60},
+        {"id": "money", "title": "Making money", "brief": "Margins", "target_tokens": 60},
+    ],
+}
+
+
+class ProtocolClient:
+    """A WebSocket client of the docgen protocol. Every frame received is validated against
+    its JSON Schema, so any test using it checks conformance for free."""
+
+    def __init__(self, session: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.session = session
+        self.ws = ws
+        self.received: list[dict[str, Any]] = []
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
+        message = await self.ws.receive(timeout=timeout)
+        if message.type != aiohttp.WSMsgType.TEXT:
+            raise ConnectionError(f"expected a text frame, got {message.type.name} {message.data!r} {message.extra!r}")
+        frame = json.loads(message.data)
+        _VALIDATOR.validate_server(frame)
+        self.received.append(frame)
+        return frame
+
+    async def recv_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> list[dict[str, Any]]:
+        frames: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(timeout=max(0.01, deadline - time.monotonic()))
+            frames.append(frame)
+            if predicate(frame):
+                return frames
+
+    async def run_to_end(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        return await self.recv_until(lambda f: f["type"] == "run_end", timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.session.close()
+
+
+@dataclass
+class Stack:
+    llm: ScriptedLLM
+    summary: SummaryServer
+    generator: GeneratorServer
+    edge_runner: web.AppRunner
+    edge_port: int
+    edge_settings: EdgeSettings
+    clients: list[ProtocolClient] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"http://127.0.0.1:{self.edge_port}/v1/ws"
+
+    @property
+    def generator_addr(self) -> str:
+        return f"127.0.0.1:{self.generator.port}"
+
+    def token(self, sub: str = "alice", **claims: Any) -> str:
+        if not claims:
+            return mint_dev_token(sub, secret=DEV_JWT_SECRET)
+        now = int(time.time())
+        payload = {"sub": sub, "aud": "docgen", "iat": now, "exp": now + 3600, **claims}
+        return jwt.encode({k: v for k, v in payload.items() if v is not None}, DEV_JWT_SECRET, algorithm="HS256")
+
+    async def connect(self, token: str | None = None, *, via: str = "subprotocol", **kwargs: Any) -> ProtocolClient:
+        token = token or self.token()
+        session = aiohttp.ClientSession()
+        protocols: tuple[str, ...] = ("docgen.v1",)
+        headers: dict[str, str] = {}
+        if via == "subprotocol":
+            protocols = ("docgen.v1", f"bearer.{token}")
+        else:
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            ws = await session.ws_connect(self.ws_url, protocols=protocols, headers=headers, **kwargs)
+        except BaseException:
+            await session.close()
+            raise
+        client = ProtocolClient(session, ws)
+        self.clients.append(client)
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
+        await self.edge_runner.cleanup()
+        await self.generator.stop()
+        await self.summary.stop()
+        await self.llm.stop()
+
+
+async def start_stack(
+    llm: ScriptedLLM | None = None,
+    *,
+    generator: dict[str, Any] | None = None,
+    edge: dict[str, Any] | None = None,
+    summary: dict[str, Any] | None = None,
+) -> Stack:
+    llm = llm or ScriptedLLM()
+    await llm.start()
+    summary_server = SummaryServer(dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0")
+    await summary_server.start()
+    generator_settings = dataclasses.replace(
+        GeneratorSettings(),
+        summary_addr=f"127.0.0.1:{summary_server.port}",
+        llm_base_url=llm.base_url,
+        llm_model="scripted",
+        llm_connect_retries=0,
+        llm_stall_timeout_s=2.0,
+        **(generator or {}),
+    )
+    generator_server = GeneratorServer(generator_settings, "127.0.0.1:0")
+    await generator_server.start()
+    edge_settings = dataclasses.replace(
+        EdgeSettings(), port=0, generator_addr=f"127.0.0.1:{generator_server.port}", **(edge or {})
+    )
+    runner = web.AppRunner(create_app(edge_settings), handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return Stack(llm, summary_server, generator_server, runner, port, edge_settings)
+
+
+def sections_text(frames: list[dict[str, Any]]) -> dict[str, str]:
+    """Assembles each section's text from its chunks, discarding earlier attempts."""
+    texts: dict[str, str] = {}
+    for frame in frames:
+        if frame["type"] == "section_start":
+            texts[frame["section_id"]] = ""
+        elif frame["type"] == "section_chunk":
+            texts[frame["section_id"]] += frame["delta"]
+    return texts
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.01)
