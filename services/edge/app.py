@@ -11,6 +11,7 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.grpc_client import insecure_channel
 from services.edge.auth import SUBPROTOCOL, AuthError, TokenVerifier, token_from_handshake
 from services.edge.generator_client import GeneratorClient
 from services.edge.schemas import FrameValidator
@@ -92,7 +93,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    channel = grpc.aio.insecure_channel(settings.generator_addr)
+    channel = insecure_channel(settings.generator_addr)
     app[GENERATOR_CHANNEL] = channel
     app[GENERATOR] = GeneratorClient(
         channel, unary_timeout_s=settings.grpc_timeout_s, stream_timeout_s=settings.stream_timeout_s

@@ -117,7 +117,8 @@ class FrameValidator:
         """None when `obj` is a valid client frame, else `(error_code, message)` for an error frame.
 
         `unknown_type` when `type` is missing or not a client frame type; `invalid_frame`
-        (with the JSON path of the first problem) when the frame does not match its type.
+        (with the JSON path of the most relevant problem, per `best_match`) when the frame does
+        not match its type.
         """
         if not isinstance(obj, dict):
             return "invalid_frame", "a frame must be a JSON object"
@@ -134,7 +135,7 @@ class FrameValidator:
             return None
         return "invalid_frame", _describe(error)
 
-    def validate_server(self, obj: object) -> None:
+    def validate_server(self, obj: Any) -> None:
         """Raise `jsonschema.ValidationError` unless `obj` is a valid server frame."""
         frame_type = obj.get("type") if isinstance(obj, dict) else None
         validator = (

@@ -11,6 +11,7 @@ import grpc
 import openai
 from docgen.v1 import generator_pb2, generator_pb2_grpc
 
+from services.common.grpc_client import insecure_channel
 from services.common.grpc_server import add_health_and_reflection, set_serving
 from services.common.logs import configure_logging
 from services.generator.runlog import CursorOutOfRange
@@ -74,7 +75,7 @@ class GeneratorServer:
 
     def __init__(self, settings: GeneratorSettings, address: str | None = None) -> None:
         self.settings = settings
-        self._summary_channel = grpc.aio.insecure_channel(settings.summary_addr)
+        self._summary_channel = insecure_channel(settings.summary_addr)
         self._llm = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,

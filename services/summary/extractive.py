@@ -3,17 +3,19 @@ re-balanced after each section so the whole summary stays within a word budget.
 
 How one `update` works:
 
-1. The new section is split into sentences with pysbd; markdown headings, table rows and
-   fragments under three words are dropped, list markers are cut off (what is left is still a
-   verbatim substring of the section).
+1. The new section is split into sentences with pysbd; markdown headings, table rows, lead-ins
+   ending with a colon and fragments under three words are dropped, list markers are cut off
+   (what is left is still a verbatim substring of the section).
 2. Each sentence is scored: TF-IDF cosine to the rest of the section (centrality), overlap
    with the section title and the document title, novelty against the summary so far, and a
-   small prior for the first sentences.
+   small prior for the first sentences; sentences with few content words are scored down.
 3. Best first, a sentence joins the section's pool unless it is (nearly) the same as one
-   already in the pool or anywhere in the previous summary (Jaccard over content words).
+   already in the pool or anywhere in the previous summary (Jaccard over content words, or a
+   shorter sentence mostly contained in a longer one).
 4. Older sections keep only what the previous summary holds; their kept sentences are
    re-scored the same way, so they can only shrink.
-5. The budget is re-allocated over all sections: one sentence each first, then the rest is
+5. The budget is re-allocated over all sections: one sentence each first (its best one within
+   an equal share of the budget, sized for at least PLANNED_SECTIONS sections), then the rest is
    shared with geometrically more weight on recent sections; sentences are shown in text order.
 
 When the budget is too small for one sentence per section: every section falls back to its
@@ -36,13 +38,20 @@ from dataclasses import dataclass
 import pysbd
 
 MIN_SENTENCE_WORDS = 3
-# Jaccard over content words at or above which two sentences say the same thing.
+# Two sentences say the same thing when their content words overlap this much (Jaccard), or
+# when most of the shorter one's content words reappear in the longer one (a restatement).
 REDUNDANCY_JACCARD = 0.6
+RESTATEMENT_CONTAINMENT = 0.7
+RESTATEMENT_MIN_SHARED = 4
+# Outlines usually have 6 to 12 sections; see _allocate.
+PLANNED_SECTIONS = 10
 # Weight of section i of n in the budget share is RECENCY_DECAY ** (n - 1 - i).
 RECENCY_DECAY = 0.6
 SECTION_TITLE_WEIGHT = 0.35
 DOCUMENT_TITLE_WEIGHT = 0.15
 NOVELTY_WEIGHT = 0.2
+# Sentences with fewer content words than this are scored down in proportion.
+INFORMATIVE_TERMS = 5
 # Openings tend to state what a section is about.
 POSITION_PRIOR = (0.15, 0.08, 0.04)
 
@@ -87,6 +96,12 @@ class Summary:
         return len(self.text.split())
 
 
+def _one_line(title: str) -> str:
+    # A title with a line break would break the one-line-per-section rendering, and stray
+    # spaces around it would throw off the word count by a lone ":".
+    return " ".join(title.split())
+
+
 def _render_line(title: str, sentences: Sequence[str]) -> str:
     # Built so that its word count is exactly words(title) + words(sentences): the budget
     # arithmetic in _allocate relies on it.
@@ -127,36 +142,19 @@ class ExtractiveSummarizer:
     ) -> Summary:
         """Returns `previous` with the section `section_id` added, or replaced in place when the
         section is already there (a retried section), and the budget re-allocated."""
-        # A title with a line break would break the one-line-per-section rendering.
-        title = " ".join(title.split())
-        others = [d for d in previous.sections if d.section_id != section_id]
-        seen = [(s, self._terms(s)) for d in others for s in d.sentences]
-        seen_terms = frozenset().union(*(terms for _, terms in seen))
-
-        new_pool: list[_Candidate] = []
-        scored = self._score(self._sentences(text), title, document_title, seen_terms)
-        for candidate in sorted(scored, key=_rank_key):
-            if not _is_redundant(candidate, seen) and not _is_redundant(
-                candidate, ((c.sentence, c.terms) for c in new_pool)
-            ):
-                new_pool.append(candidate)
-
-        digests = [d for d in previous.sections if d.section_id != section_id]
-        new_digest = SectionDigest(section_id, title, ())
+        others = [
+            SectionDigest(d.section_id, _one_line(d.title), d.sentences)
+            for d in previous.sections
+            if d.section_id != section_id
+        ]
         index = next(
             (i for i, d in enumerate(previous.sections) if d.section_id == section_id),
-            len(digests),
+            len(others),
         )
-        digests.insert(index, new_digest)
-        pools = [
-            new_pool
-            if d is new_digest
-            else sorted(
-                self._score([s for s in d.sentences if s.strip()], d.title, document_title),
-                key=_rank_key,
-            )
-            for d in digests
-        ]
+        title = _one_line(title)
+        digests = [*others[:index], SectionDigest(section_id, title, ()), *others[index:]]
+        pools = [self._rank_kept(d, document_title) for d in others]
+        pools.insert(index, self._rank_new(text, title, document_title, others))
 
         chosen = _allocate([len(d.title.split()) for d in digests], pools, self.budget_words)
         return Summary(
@@ -170,6 +168,27 @@ class ExtractiveSummarizer:
             )
         )
 
+    def _rank_new(
+        self, text: str, title: str, document_title: str, others: Sequence[SectionDigest]
+    ) -> list[_Candidate]:
+        """The new section's sentences, best first, without restatements of the summary."""
+        seen = [(s, self._terms(s)) for d in others for s in d.sentences]
+        seen_terms = frozenset().union(*(terms for _, terms in seen))
+        pool: list[_Candidate] = []
+        scored = self._score(self._sentences(text), title, document_title, seen_terms)
+        for candidate in sorted(scored, key=_rank_key):
+            if not _is_redundant(candidate, seen) and not _is_redundant(
+                candidate, ((c.sentence, c.terms) for c in pool)
+            ):
+                pool.append(candidate)
+        return pool
+
+    def _rank_kept(self, digest: SectionDigest, document_title: str) -> list[_Candidate]:
+        """An older section's kept sentences, best first; scored afresh, as no score is kept."""
+        # The previous summary comes over the wire: skip what this module would never produce.
+        sentences = [s for s in digest.sentences if s.strip() and len(s.splitlines()) == 1]
+        return sorted(self._score(sentences, digest.title, document_title), key=_rank_key)
+
     def _sentences(self, text: str) -> list[str]:
         # A segmenter per call: pysbd keeps per-call state on the instance, and building one
         # costs microseconds.
@@ -179,7 +198,8 @@ class ExtractiveSummarizer:
             # pysbd breaks at newlines already; splitting again guarantees one line per section.
             for line in segment.splitlines():
                 fragment = line.strip()
-                if fragment.startswith(_MARKUP_PREFIXES):
+                # A lead-in ending with a colon says nothing without the list that follows it.
+                if fragment.startswith(_MARKUP_PREFIXES) or fragment.endswith(":"):
                     continue
                 fragment = _LIST_MARKER.sub("", fragment, count=1)
                 # pysbd can rewrite a few patterns even with clean=False, and the summary must
@@ -231,6 +251,9 @@ class ExtractiveSummarizer:
                 score += NOVELTY_WEIGHT * len(term_set - seen_terms) / len(term_set)
             if position < len(POSITION_PRIOR):
                 score += POSITION_PRIOR[position]
+            # Short transitions ("The calculation is simple.") score well on overlap alone but
+            # tell the reader little.
+            score *= min(1.0, len(term_set) / INFORMATIVE_TERMS)
             candidates.append(
                 _Candidate(position, sentence, len(sentence.split()), term_set, score)
             )
@@ -243,15 +266,15 @@ def _rank_key(candidate: _Candidate) -> tuple[float, int]:
 
 def _tf_idf(term_lists: list[list[str]]) -> list[dict[str, float]]:
     """Term weights per sentence, with the section's sentences as the document collection."""
-    document_frequency: Counter[str] = Counter()
-    for terms in term_lists:
-        document_frequency.update(dict.fromkeys(terms))
+    document_frequency = Counter(t for terms in term_lists for t in dict.fromkeys(terms))
     n = len(term_lists)
     idf = {t: math.log((1 + n) / (1 + df)) + 1.0 for t, df in document_frequency.items()}
     return [{t: tf * idf[t] for t, tf in Counter(terms).items()} for terms in term_lists]
 
 
-def _centrality(vector: dict[str, float], centroid: dict[str, float], centroid_norm2: float) -> float:
+def _centrality(
+    vector: dict[str, float], centroid: dict[str, float], centroid_norm2: float
+) -> float:
     """Cosine between a sentence and the centroid of the other sentences of its section."""
     # Leaving the sentence out of the centroid keeps long sentences from scoring on their own
     # weight.
@@ -277,6 +300,9 @@ def _is_redundant(candidate: _Candidate, kept: Iterable[tuple[str, frozenset[str
             union = len(candidate.terms) + len(terms) - shared
             if shared / union >= REDUNDANCY_JACCARD:
                 return True
+            smaller = min(len(candidate.terms), len(terms))
+            if shared >= RESTATEMENT_MIN_SHARED and shared / smaller >= RESTATEMENT_CONTAINMENT:
+                return True
     return False
 
 
@@ -285,14 +311,19 @@ def _allocate(
 ) -> list[list[_Candidate]]:
     """Chooses sentences per section from pools ranked best first, within `budget` words."""
     n = len(pools)
-    floors = [pool[0] if pool else None for pool in pools]
+    # Each section's one guaranteed sentence is its best one within an equal share of the
+    # budget. A section only keeps what it was given, so a long sentence kept now would crowd
+    # out the sections still to come: the share assumes at least PLANNED_SECTIONS sections.
+    planned = max(n, PLANNED_SECTIONS)
+    titles_planned = sum(title_words) * planned / n
+    fair_share = max(MIN_SENTENCE_WORDS, int((budget - titles_planned) / planned))
+    floors = [_best_within(pool, fair_share) for pool in pools]
 
     def floor_words() -> int:
         return sum(title_words) + sum(c.words for c in floors if c is not None)
 
     if floor_words() > budget:
-        # min() keeps the first of equally short sentences, which is the highest-ranked.
-        floors = [min(pool, key=lambda c: c.words) if pool else None for pool in pools]
+        floors = [_best_within(pool, 0) for pool in pools]
         for oldest in range(n):
             if floor_words() <= budget:
                 break
@@ -310,6 +341,15 @@ def _allocate(
     for i in reversed(range(n)):
         remaining -= _fill(pools[i], chosen[i], remaining)
     return chosen
+
+
+def _best_within(pool: list[_Candidate], max_words: int) -> _Candidate | None:
+    """The best sentence of at most `max_words`; failing that, the shortest (best-ranked first)."""
+    if not pool:
+        return None
+    fitting = (c for c in pool if c.words <= max_words)
+    # min() keeps the first of equally short sentences, which is the highest-ranked.
+    return next(fitting, None) or min(pool, key=lambda c: c.words)
 
 
 def _fill(pool: list[_Candidate], chosen: list[_Candidate], allowance: int) -> int:

@@ -40,8 +40,9 @@ def summary_to_proto(summary: Summary) -> summary_pb2.GlobalSummary:
 
 
 class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
-    def __init__(self, summarizer: ExtractiveSummarizer) -> None:
+    def __init__(self, summarizer: ExtractiveSummarizer, *, max_section_chars: int) -> None:
         self._summarizer = summarizer
+        self._max_section_chars = max_section_chars
 
     async def UpdateSummary(
         self, request: summary_pb2.UpdateSummaryRequest, context: grpc.aio.ServicerContext
@@ -54,7 +55,7 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             summary_from_proto(request.previous),
             section_id=request.section.section_id,
             title=request.section.title,
-            text=request.section.text,
+            text=request.section.text[: self._max_section_chars],
             document_title=request.document_title,
         )
         yield summary_pb2.UpdateSummaryResponse(
@@ -67,7 +68,7 @@ class SummaryServer:
         self.settings = settings
         self.server = grpc.aio.server()
         summarizer = ExtractiveSummarizer(budget_words=settings.budget_words, language=settings.language)
-        summary_pb2_grpc.add_SummaryServiceServicer_to_server(SummaryServicer(summarizer), self.server)
+        summary_pb2_grpc.add_SummaryServiceServicer_to_server(SummaryServicer(summarizer, max_section_chars=settings.max_section_chars), self.server)
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = self.server.add_insecure_port(address or settings.addr)
         if self.port == 0:

@@ -120,6 +120,19 @@ class Stack:
         self.clients.append(client)
         return client
 
+    async def restart_edge(self) -> None:
+        """Stops the edge as a rolling restart would (open sockets are closed with 4000) and
+        starts a new one on the same port against the same generator. The new edge's settings
+        carry its real port, so its default Origin allowlist is its own origin (a browser's)."""
+        await self.edge_runner.cleanup()
+        self.edge_settings = dataclasses.replace(self.edge_settings, port=self.edge_port)
+        runner = web.AppRunner(
+            create_app(self.edge_settings), handle_signals=False, shutdown_timeout=1.0
+        )
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.edge_port).start()
+        self.edge_runner = runner
+
     async def close(self) -> None:
         for client in self.clients:
             await client.close()
@@ -142,12 +155,14 @@ async def start_stack(
     await summary_server.start()
     generator_settings = dataclasses.replace(
         GeneratorSettings(),
-        summary_addr=f"127.0.0.1:{summary_server.port}",
-        llm_base_url=llm.base_url,
-        llm_model="scripted",
-        llm_connect_retries=0,
-        llm_stall_timeout_s=2.0,
-        **(generator or {}),
+        **{
+            "summary_addr": f"127.0.0.1:{summary_server.port}",
+            "llm_base_url": llm.base_url,
+            "llm_model": "scripted",
+            "llm_connect_retries": 0,
+            "llm_stall_timeout_s": 2.0,
+            **(generator or {}),
+        },
     )
     generator_server = GeneratorServer(generator_settings, "127.0.0.1:0")
     await generator_server.start()

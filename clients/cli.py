@@ -1,0 +1,334 @@
+"""`docgen`: the command-line client of the edge's WebSocket (docs: `docgen --help`).
+
+Exit codes: 0 completed, 1 run failed or cancelled by the server, 2 usage or outline errors,
+3 authentication refused, 4 edge unreachable, 130 interrupted (see clients/errors.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from clients.connection import check_url
+from clients.console import Console
+from clients.errors import (
+    AuthRefused,
+    CliError,
+    EdgeUnreachable,
+    Interrupted,
+    RunFailed,
+    UsageError,
+)
+from clients.follow import RunFollower
+from clients.markdown import MarkdownAssembler
+from clients.report import RunReport
+
+DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
+DEFAULT_SUB = "dev"
+CANCEL_WAIT_S = 5.0
+EPILOG = """\
+token: --token, else $DOCGEN_TOKEN, else a development token minted for --sub with
+$DOCGEN_JWT_SECRET (or the public dev secret). exit codes: 0 completed, 1 run failed or
+cancelled by the server, 2 usage or outline error, 3 token refused, 4 edge unreachable,
+130 interrupted (Ctrl-C cancels the run; a second Ctrl-C quits at once)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="docgen", description="Write a document section by section and stream it live."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
+        "--url", default=os.environ.get("DOCGEN_URL") or DEFAULT_URL,
+        help=f"the edge's WebSocket ($DOCGEN_URL, default {DEFAULT_URL})",
+    )
+    who = connection.add_mutually_exclusive_group()
+    who.add_argument("--token", help="a JWT for the edge (default: $DOCGEN_TOKEN)")
+    who.add_argument("--sub", help=f"mint a dev token for this user (default {DEFAULT_SUB!r})")
+    connection.add_argument(
+        "--output", "-o", metavar="FILE", help="write the Markdown here, not to stdout"
+    )
+    connection.add_argument("--request-id", help="correlation id sent with the request")
+    connection.add_argument("--quiet", "-q", action="store_true", help="only errors on stderr")
+    connection.add_argument(
+        "--progress", action="store_true", help="show progress even when stderr is not a terminal"
+    )
+
+    generate = commands.add_parser(
+        "generate", parents=[connection], help="start a run from an outline", epilog=EPILOG
+    )
+    generate.add_argument("outline", metavar="OUTLINE.json", help="the outline ('-' reads stdin)")
+
+    resume = commands.add_parser(
+        "resume", parents=[connection], help="follow a run again, from after a seq", epilog=EPILOG
+    )
+    resume.add_argument(
+        "run_id", metavar="RUN_ID", help="as printed by generate (put -- before an id like -x)"
+    )
+    resume.add_argument(
+        "--after", type=int, default=0, metavar="SEQ", help="last seq already seen (default 0: all)"
+    )
+    resume.add_argument(
+        "--title", help="the document title for '# ...' (the server does not send it again)"
+    )
+
+    token = commands.add_parser("token", help="print a development token")
+    token.add_argument(
+        "--sub", default=DEFAULT_SUB, help=f"the user (JWT sub, default {DEFAULT_SUB!r})"
+    )
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
+    return parser
+
+
+def dev_token(sub: str, *, ttl_s: int = 12 * 3600) -> str:
+    from services.edge.auth import mint_dev_token
+    from services.edge.settings import DEV_JWT_SECRET
+
+    secret = os.environ.get("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
+    audience = os.environ.get("DOCGEN_JWT_AUDIENCE") or "docgen"
+    return mint_dev_token(sub, secret=secret, audience=audience, ttl_s=ttl_s)
+
+
+def resolve_token(args: argparse.Namespace) -> str:
+    if args.token is not None:
+        return str(args.token)
+    if args.sub is None and os.environ.get("DOCGEN_TOKEN"):
+        return os.environ["DOCGEN_TOKEN"]
+    return dev_token(args.sub or DEFAULT_SUB)
+
+
+def load_outline(path: str, stdin: TextIO) -> dict[str, Any]:
+    try:
+        raw = stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(
+            f"outline file {path!r} not found; pass the path of an outline JSON file"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read outline file {path!r}: {error}") from None
+    try:
+        outline = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise UsageError(
+            f"outline file {path!r} is not valid JSON (line {error.lineno}, column {error.colno}: "
+            f"{error.msg})"
+        ) from None
+    if not (
+        isinstance(outline, dict)
+        and isinstance(outline.get("title"), str)
+        and isinstance(outline.get("sections"), list)
+    ):
+        raise UsageError(
+            f"outline file {path!r} must be a JSON object with 'document_id', 'title' and "
+            "'sections' (schemas/client/generate.json)"
+        )
+    return outline
+
+
+class OutputFile:
+    """Opened at the first write, so a refused token leaves an existing file untouched."""
+
+    def __init__(self, path: Path, *, append: bool) -> None:
+        if path.is_dir() or not path.parent.is_dir():
+            raise UsageError(f"--output {str(path)!r} is not a file in an existing directory")
+        self._path = path
+        self._mode = "a" if append else "w"
+        self._file: IO[str] | None = None
+
+    def write(self, text: str, /) -> None:
+        try:
+            if self._file is None:
+                self._file = self._path.open(self._mode, encoding="utf-8")
+            self._file.write(text)
+        except OSError as error:
+            raise UsageError(f"cannot write --output {str(self._path)!r}: {error}") from None
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+def resume_command(run_id: str, after: int, args: argparse.Namespace) -> str:
+    # A run id may start with '-' (URL-safe base64), which argparse would take for an option.
+    if run_id.startswith("-"):
+        target = f"--after {after} -- {run_id}"
+    else:
+        target = f"{run_id} --after {after}"
+    output = f" --output {args.output}" if args.output else ""
+    return f"docgen resume {target}{output}"
+
+
+async def follow_run(
+    args: argparse.Namespace,
+    *,
+    stdout: TextIO,
+    stderr: TextIO,
+    stdin: TextIO,
+    interrupt: asyncio.Event,
+) -> int:
+    """`generate` and `resume`: follows the run to its end and returns the exit code."""
+    check_url(args.url)
+    outline = load_outline(args.outline, stdin) if args.command == "generate" else None
+    token = resolve_token(args)
+    title = outline["title"] if outline is not None else args.title
+    sink: OutputFile | TextIO = stdout
+    if args.output:
+        sink = OutputFile(Path(args.output), append=args.command == "resume" and args.after > 0)
+    assembler = MarkdownAssembler(sink, title=title, streaming=not args.output)
+    report = RunReport()
+    document_on_terminal = not args.output and stdout.isatty()
+    console = Console(
+        stderr,
+        quiet=args.quiet,
+        progress=args.progress or stderr.isatty(),
+        live_bar=not document_on_terminal,
+    )
+
+    def on_event(frame: dict[str, Any]) -> None:
+        assembler.feed(frame)
+        report.feed(frame)
+        console.feed(frame)
+        if frame["type"] == "section_start" and frame["attempt"] > 1:
+            console.info(
+                f"docgen: the server retries section {frame['title']!r} "
+                f"(attempt {frame['attempt']}); its earlier text is discarded"
+            )
+        elif frame["type"] == "error":
+            where = f" in section {frame['section_id']!r}" if frame.get("section_id") else ""
+            console.info(f"docgen: the server reported {frame['code']}{where}: {frame['message']}")
+
+    follower = RunFollower(
+        url=args.url,
+        token=token,
+        request_id=args.request_id or f"cli-{uuid.uuid4().hex[:12]}",
+        on_event=on_event,
+        console=console,
+        interrupt=interrupt,
+        cancel_wait_s=CANCEL_WAIT_S,
+    )
+    try:
+        if outline is not None:
+            end = await follower.generate(outline)
+        else:
+            end = await follower.resume(args.run_id, args.after)
+    except (EdgeUnreachable, AuthRefused) as error:
+        if follower.run_id is not None and follower.last_seq > 0:
+            hint = resume_command(follower.run_id, assembler.committed_seq, args)
+            error.message += f"; continue with: {hint}"
+        raise
+    finally:
+        if isinstance(sink, OutputFile):
+            sink.close()
+        console.close()
+    return _outcome(end, follower, assembler, report, console, args)
+
+
+def _outcome(
+    end: dict[str, Any],
+    follower: RunFollower,
+    assembler: MarkdownAssembler,
+    report: RunReport,
+    console: Console,
+    args: argparse.Namespace,
+) -> int:
+    run_id, status = end["run_id"], end["status"]
+    console.info(report.render())
+    if assembler.unverified:
+        sections = ", ".join(assembler.unverified)
+        console.info(f"docgen: not verified, they began before seq {args.after}: {sections}")
+    if follower.cancel_requested:
+        raise Interrupted(f"interrupted: run {run_id} ended {status} after the cancel")
+    problems = assembler.mismatches + follower.gaps
+    for problem in problems:
+        console.error(f"docgen: {problem}")
+    if problems:
+        raise RunFailed(
+            f"the text received does not match what the server wrote (see above); fetch it again "
+            f"with: {resume_command(run_id, 0, args)}"
+        )
+    if status == "failed":
+        error = report.last_error
+        cause = f": {error['code']}: {error['message']}" if error else ""
+        raise RunFailed(f"run {run_id} failed{cause}; fix the cause and generate again")
+    if status == "cancelled":
+        raise RunFailed(
+            f"run {run_id} was cancelled by the server (cancelled elsewhere, or unfollowed past "
+            "its grace period); generate it again"
+        )
+    where = f", written to {args.output}" if args.output else ""
+    console.info(f"docgen: run {run_id} completed{where}")
+    return 0
+
+
+async def run(
+    argv: Sequence[str] | None = None,
+    *,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+    stdin: TextIO | None = None,
+    interrupt: asyncio.Event | None = None,
+) -> int:
+    """The whole command in the running event loop; returns the exit code."""
+    stdout = stdout if stdout is not None else sys.stdout
+    stderr = stderr if stderr is not None else sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help (0) or a usage error (2, message already printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        if args.command == "token":
+            stdout.write(dev_token(args.sub, ttl_s=args.ttl) + "\n")
+            return 0
+        return await follow_run(
+            args,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=stdin or sys.stdin,
+            interrupt=interrupt or asyncio.Event(),
+        )
+    except CliError as error:
+        stderr.write(f"docgen: {error.message}\n")
+        stderr.flush()
+        return error.exit_code
+
+
+async def _run_with_ctrl_c(argv: Sequence[str] | None) -> int:
+    interrupt = asyncio.Event()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def on_sigint() -> None:
+        if interrupt.is_set() and task is not None:
+            task.cancel()  # second Ctrl-C: stop waiting for the run to end
+        interrupt.set()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await run(argv, interrupt=interrupt)
+    except asyncio.CancelledError:
+        sys.stderr.write("\ndocgen: interrupted twice: quit without waiting for the run to end\n")
+        return Interrupted.exit_code
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(asyncio.run(_run_with_ctrl_c(argv)))
+
+
+if __name__ == "__main__":
+    main()

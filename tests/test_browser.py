@@ -1,0 +1,458 @@
+"""The demo page (services/edge/static/) in real headless Chromium: a whole run, and a run
+that survives an edge restart. Debian's /usr/bin/chromium is driven by playwright-core from
+tests/browser/drive_page.mjs, which runs a plan of steps and stops at a signal so this side
+can restart the edge mid-run; everything else here is the in-process stack."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.edge.schemas import FrameValidator
+from tests.support.scripted_llm import Reply, ScriptedLLM, words
+from tests.support.stack import Stack, sections_text, start_stack
+
+ROOT = Path(__file__).resolve().parents[1]
+BROWSER_DIR = ROOT / "tests" / "browser"
+DRIVER = BROWSER_DIR / "drive_page.mjs"
+ARTIFACTS = ROOT / "test-artifacts"
+EXAMPLE_OUTLINES = sorted((ROOT / "examples" / "outlines").glob("*.json"))
+CHROMIUM = os.environ.get("DOCGEN_CHROMIUM", "/usr/bin/chromium")
+
+# Slow enough that a run lasts a few seconds and the edge can be restarted in the middle.
+TOKEN_DELAY_S = 0.03
+TITLE_IN_PROMPT = re.compile(r'Write section \d+, "(.+)", in about')
+SECTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+# Page expressions the plans share.
+CONNECTED = "window.docgen && window.docgen.connected"
+COMPLETED = "document.querySelector('#run-status').textContent === 'completed'"
+CANCELLED = "document.querySelector('#run-status').textContent === 'cancelled'"
+OUTLINE_IN_EDITOR = "JSON.parse(document.querySelector('#outline-editor').value)"
+MID_RUN_STATE = "({lastSeq: window.docgen.lastSeq, runStatus: window.docgen.runStatus})"
+BUTTONS_DISABLED = """({generate: document.querySelector('#generate').disabled,
+  cancel: document.querySelector('#cancel').disabled})"""
+SECOND_SECTION_HAS_TEXT = (
+    "(document.querySelectorAll('[data-section-id]')[1]"
+    "?.querySelector('.section-text').textContent.length ?? 0) >= 40"
+)
+PAGE_SNAPSHOT = """(() => ({
+  docgen: {
+    lastSeq: window.docgen.lastSeq, runId: window.docgen.runId, runStatus: window.docgen.runStatus,
+    reconnects: window.docgen.reconnects, sections: window.docgen.sections,
+  },
+  blocks: [...document.querySelectorAll('[data-section-id]')].map((el) => ({
+    id: el.dataset.sectionId, state: el.dataset.state, sha256: el.dataset.sha256 ?? null,
+    verified: el.dataset.verified ?? null, finishReason: el.dataset.finishReason ?? null,
+    title: el.querySelector('h4').textContent,
+    text: el.querySelector('.section-text').textContent,
+  })),
+  summary: document.querySelector('#summary').textContent,
+  summaryVersion: document.querySelector('#summary').dataset.version ?? null,
+  summaryMeta: document.querySelector('#summary-meta').textContent,
+  runStatus: document.querySelector('#run-status').textContent,
+  sectionsCount: document.querySelector('#sections-count').textContent,
+  notices: [...document.querySelectorAll('#errors .notice')].map((n) => n.textContent),
+}))()"""
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def streamed_text(title: str) -> str:
+    """What the scripted LLM writes for a section: distinct per title, several sentences (the
+    extractive summary picks sentences), and non-ASCII so the browser's UTF-8 is checked."""
+    topics = ["planning", "materials", "timing", "costs", "safety", "upkeep", "results", "habits"]
+    first = sum(map(ord, title)) % len(topics)
+    sentences = [f"This part covers “{title}” in practical terms."]
+    for step in range(2):
+        topic = topics[(first + step) % len(topics)]
+        sentences.append(
+            f"Step {step + 1} is about {topic}: keep notes, compare options and adjust — "
+            f"small changes in {topic} add up over a season."
+        )
+    sentences.append("Voilà: a routine that works, naïve or not. ✓")
+    return " ".join(sentences)
+
+
+class SectionScript:
+    """Streams `streamed_text(title)` for every section prompt, slowly; the request numbers
+    in `drop_first_try` are cut after a few tokens, so the generator retries that section."""
+
+    def __init__(self, drop_first_try: frozenset[int] = frozenset()) -> None:
+        self.drop_first_try = drop_first_try
+
+    def __call__(self, number: int, body: dict[str, Any]) -> Reply:
+        match = TITLE_IN_PROMPT.search(body["messages"][-1]["content"])
+        assert match is not None, "the section prompt no longer names its section"
+        tokens = words(streamed_text(match.group(1)))
+        drop_after = 6 if number in self.drop_first_try else None
+        return Reply(tokens=tokens, token_delay_s=TOKEN_DELAY_S, drop_after=drop_after)
+
+
+# --- the Node side ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def page_driver() -> list[str]:
+    """The command that runs tests/browser/drive_page.mjs; installs playwright-core with
+    `npm ci` when node_modules is missing or older than the lock file."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    missing = [name for name, path in (("node", node), ("npm", npm)) if path is None]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found: the browser test needs Node.js >= 20 and npm "
+            "(`apt-get install nodejs npm`; .ci/run installs them)",
+            pytrace=False,
+        )
+    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(
+            f"no Chromium at {CHROMIUM}: the browser test drives Debian's Chromium "
+            "(`apt-get install chromium`; .ci/run installs it), or set DOCGEN_CHROMIUM",
+            pytrace=False,
+        )
+    installed = BROWSER_DIR / "node_modules" / ".package-lock.json"
+    lock = BROWSER_DIR / "package-lock.json"
+    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
+        result = subprocess.run(
+            [str(npm), "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+            cwd=BROWSER_DIR,
+            # playwright-core never downloads a browser itself, but make sure of it.
+            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"`npm ci` in {BROWSER_DIR} failed ({result.returncode}):\n"
+                f"{result.stdout}\n{result.stderr}",
+                pytrace=False,
+            )
+    return [str(node), str(DRIVER)]
+
+
+async def drive(
+    command: list[str],
+    url: str,
+    plan: dict[str, Any],
+    on_signal: dict[str, Callable[[], Awaitable[None]]] | None = None,
+    timeout_s: float = 120.0,
+) -> dict[str, Any]:
+    """Runs one plan in the browser; awaits `on_signal[name]()` at each signal step, then lets
+    the driver go on. Returns the driver's results, or fails the test with what it saw."""
+    on_signal = on_signal or {}
+    process = await asyncio.create_subprocess_exec(
+        *command,
+        url,
+        json.dumps(plan),
+        cwd=BROWSER_DIR,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        limit=32 * 1024 * 1024,  # the final result line carries the page's texts and logs
+    )
+    assert process.stdin is not None and process.stdout is not None and process.stderr is not None
+    stderr = asyncio.create_task(process.stderr.read())
+    final: dict[str, Any] | None = None
+    other_output: list[str] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            while line := await process.stdout.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    other_output.append(line.decode(errors="replace"))
+                    continue
+                if "signal" in message:
+                    await on_signal[message["signal"]]()
+                    process.stdin.write(b"go\n")
+                    await process.stdin.drain()
+                else:
+                    final = message
+            await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        process.stdin.close()
+        errors = (await stderr).decode(errors="replace")
+    if final is None:
+        pytest.fail(
+            f"the page driver printed no result (exit {process.returncode}):\n"
+            f"{errors}{''.join(other_output)}",
+            pytrace=False,
+        )
+    if not final["ok"]:
+        log = final.get("log", {})
+        pytest.fail(
+            "the page driver failed at step {}: {}\npage state: {}\nconsole: {}\nstderr: {}".format(
+                final.get("failed_step"),
+                final.get("error"),
+                json.dumps(final.get("page_state"), ensure_ascii=False, indent=1),
+                json.dumps(log.get("console"), ensure_ascii=False),
+                errors,
+            ),
+            pytrace=False,
+        )
+    return final
+
+
+# --- the Python side -------------------------------------------------------------------------
+
+
+async def browser_stack(script: SectionScript) -> Stack:
+    stack = await start_stack(ScriptedLLM(script))
+    # start_stack's edge was configured with port 0, so its default Origin allowlist
+    # (its own origin) names port 0 and a browser's Origin is refused; the restarted edge's
+    # settings carry the real port.
+    await stack.restart_edge()
+    return stack
+
+
+@pytest.fixture
+async def stack_with_a_retry() -> AsyncIterator[Stack]:
+    # Request 1 is the second section's first try: it breaks, so that section restarts
+    # (section_start attempt 2) and the page must throw away the text it had.
+    stack = await browser_stack(SectionScript(drop_first_try=frozenset({1})))
+    yield stack
+    await stack.close()
+
+
+@pytest.fixture
+async def slow_stack() -> AsyncIterator[Stack]:
+    stack = await browser_stack(SectionScript())
+    yield stack
+    await stack.close()
+
+
+def page_url(stack: Stack, token: str) -> str:
+    return f"http://127.0.0.1:{stack.edge_port}/#token={token}"
+
+
+async def run_log(stack: Stack, token: str, run_id: str) -> list[dict[str, Any]]:
+    """Every event of the run, read back from the generator's log through the edge."""
+    client = await stack.connect(token)
+    await client.send({"type": "resume", "run_id": run_id, "after_seq": 0})
+    return await client.run_to_end()
+
+
+def check_page_matches_run(
+    page: dict[str, Any], frames: list[dict[str, Any]], outline: dict[str, Any]
+) -> None:
+    """The page shows exactly what the run streamed: every section's text equals what the
+    scripted LLM wrote (no duplicate, no gap), its sha256 equals section_end's, the summary
+    panel shows the last summary, and the status is the run's."""
+    ends = {f["section_id"]: f for f in frames if f["type"] == "section_end"}
+    streamed = sections_text(frames)
+    assert [block["id"] for block in page["blocks"]] == [s["id"] for s in outline["sections"]]
+    for section, block in zip(outline["sections"], page["blocks"], strict=True):
+        expected = streamed_text(section["title"])
+        assert streamed[section["id"]] == expected
+        assert block["text"] == expected, f"section {section['id']!r} shows different text"
+        assert page["docgen"]["sections"][section["id"]] == expected
+        assert block["state"] == "ended"
+        assert block["sha256"] == ends[section["id"]]["text_sha256"]
+        assert block["sha256"] == sha256(block["text"])
+        assert block["verified"] == "true"  # the page's own check (crypto.subtle)
+        assert section["title"] in block["title"]
+    last_summary = [f for f in frames if f["type"] == "summary_update"][-1]
+    assert page["summary"] == last_summary["summary"]
+    assert page["summaryVersion"] == str(last_summary["version"])
+    assert last_summary["method"] in page["summaryMeta"]
+    assert frames[-1]["type"] == "run_end" and frames[-1]["status"] == "completed"
+    assert page["runStatus"] == "completed"
+    assert page["docgen"]["lastSeq"] == frames[-1]["seq"]
+    n = len(outline["sections"])
+    assert page["sectionsCount"] == f"{n} / {n}"
+
+
+def check_token_stays_in_the_fragment(log: dict[str, Any], token: str) -> None:
+    assert log["requests"], "the driver recorded no request"
+    assert all(token not in url for url in log["requests"])
+    assert all(token not in ws["url"] for ws in log["websockets"])
+
+
+def sent_frames(log: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    return [[json.loads(payload) for payload in ws["sent"]] for ws in log["websockets"]]
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)  # includes a first `npm ci`
+async def test_page_streams_a_whole_run_with_a_retried_section(
+    page_driver: list[str], stack_with_a_retry: Stack
+) -> None:
+    stack = stack_with_a_retry
+    token = stack.token("alice")
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {
+        "failure_screenshot": str(ARTIFACTS / "browser-run-failure.png"),
+        "steps": [
+            {"do": "goto"},
+            {"do": "wait_for", "js": CONNECTED},
+            # The prefilled example outline, exactly as a user would send it.
+            {"do": "eval", "name": "outline", "js": OUTLINE_IN_EDITOR},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": COMPLETED, "timeout_ms": 60000},
+            {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+            {"do": "screenshot", "path": str(ARTIFACTS / "browser-run.png")},
+        ],
+    }
+    final = await drive(page_driver, page_url(stack, token), plan)
+    page, outline = final["results"]["page"], final["results"]["outline"]
+    assert len(outline["sections"]) == 4
+
+    frames = await run_log(stack, token, page["docgen"]["runId"])
+    retried = [f for f in frames if f["type"] == "section_start" and f["attempt"] == 2]
+    assert [f["index"] for f in retried] == [1], "the scripted break should retry section 2 once"
+    check_page_matches_run(page, frames, outline)
+    assert not any("error" in notice.lower() for notice in page["notices"]), page["notices"]
+
+    log = final["log"]
+    check_token_stays_in_the_fragment(log, token)
+    assert log["page_errors"] == []
+    assert [m for m in log["console"] if m["type"] == "error"] == []
+    assert len(log["websockets"]) == 1
+    assert log["websockets"][0]["url"] == f"ws://127.0.0.1:{stack.edge_port}/v1/ws"
+    [generate] = sent_frames(log)[0]
+    assert generate["type"] == "generate" and generate["outline"] == outline
+    assert (ARTIFACTS / "browser-run.png").stat().st_size > 10_000
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_page_reconnects_and_resumes_after_an_edge_restart(
+    page_driver: list[str], slow_stack: Stack
+) -> None:
+    stack = slow_stack
+    token = stack.token("bob")
+    outline_file = next(p for p in EXAMPLE_OUTLINES if p.name == "city-bike-share.json")
+    outline = json.loads(outline_file.read_text(encoding="utf-8"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {
+        "failure_screenshot": str(ARTIFACTS / "browser-restart-failure.png"),
+        "steps": [
+            {"do": "goto"},
+            {"do": "wait_for", "js": CONNECTED},
+            {"do": "fill", "selector": "#outline-editor", "value": json.dumps(outline, indent=2)},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": SECOND_SECTION_HAS_TEXT},
+            {"do": "eval", "name": "before", "js": MID_RUN_STATE},
+            {"do": "screenshot", "path": str(ARTIFACTS / "browser-midrun.png")},
+            {"do": "signal", "name": "READY_FOR_RESTART"},
+            {"do": "wait_for", "js": COMPLETED, "timeout_ms": 60000},
+            {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+            {"do": "screenshot", "path": str(ARTIFACTS / "browser-restart.png")},
+        ],
+    }
+    restarts: list[int] = []
+
+    async def restart_edge() -> None:
+        await stack.restart_edge()
+        restarts.append(stack.edge_port)
+
+    final = await drive(
+        page_driver, page_url(stack, token), plan, {"READY_FOR_RESTART": restart_edge}
+    )
+    before, page = final["results"]["before"], final["results"]["page"]
+    assert restarts == [stack.edge_port]
+    assert before["runStatus"] == "running", "the edge must restart in the middle of the run"
+
+    frames = await run_log(stack, token, page["docgen"]["runId"])
+    check_page_matches_run(page, frames, outline)
+    assert before["lastSeq"] < frames[-1]["seq"]
+
+    # The page saw the 4000 close, opened a new socket and resumed from its cursor: one
+    # generate in all, then a resume of the same run after at least what it had before.
+    log = final["log"]
+    check_token_stays_in_the_fragment(log, token)
+    assert log["page_errors"] == []
+    assert page["docgen"]["reconnects"] >= 1
+    assert any("(4000" in notice for notice in page["notices"]), page["notices"]
+    sockets = sent_frames(log)
+    assert len(sockets) >= 2
+    assert log["websockets"][0]["closed"]
+    sent = [frame for frames_ in sockets for frame in frames_]
+    assert [f["type"] for f in sent].count("generate") == 1
+    resumes = [f for f in sent if f["type"] == "resume"]
+    assert resumes, "the page never sent resume"
+    assert all(r["run_id"] == page["docgen"]["runId"] for r in resumes)
+    assert resumes[0]["after_seq"] >= before["lastSeq"]
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_cancel_stops_the_run_and_keeps_what_was_written(
+    page_driver: list[str], slow_stack: Stack
+) -> None:
+    stack = slow_stack
+    token = stack.token("carol")
+    ARTIFACTS.mkdir(exist_ok=True)
+    plan = {
+        "failure_screenshot": str(ARTIFACTS / "browser-cancel-failure.png"),
+        "steps": [
+            {"do": "goto"},
+            {"do": "wait_for", "js": CONNECTED},
+            {"do": "eval", "name": "outline", "js": OUTLINE_IN_EDITOR},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": SECOND_SECTION_HAS_TEXT},
+            {"do": "click", "selector": "#cancel"},
+            {"do": "wait_for", "js": CANCELLED},
+            {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+            {"do": "eval", "name": "buttons", "js": BUTTONS_DISABLED},
+        ],
+    }
+    final = await drive(page_driver, page_url(stack, token), plan)
+    page, outline = final["results"]["page"], final["results"]["outline"]
+    frames = await run_log(stack, token, page["docgen"]["runId"])
+    assert frames[-1]["type"] == "run_end" and frames[-1]["status"] == "cancelled"
+    ends = {f["section_id"]: f for f in frames if f["type"] == "section_end"}
+    streamed = sections_text(frames)
+    blocks = {block["id"]: block for block in page["blocks"]}
+    first, second, *rest = (s["id"] for s in outline["sections"])
+    assert blocks[first]["finishReason"] == "stop" and blocks[first]["text"] == streamed[first]
+    # The section being written ends as cancelled with the text streamed so far, intact.
+    assert ends[second]["finish_reason"] == "cancelled"
+    assert blocks[second]["finishReason"] == "cancelled"
+    assert blocks[second]["text"] == streamed[second]
+    assert blocks[second]["sha256"] == ends[second]["text_sha256"] == sha256(streamed[second])
+    assert all(blocks[i]["state"] == "pending" and blocks[i]["text"] == "" for i in rest)
+    assert page["sectionsCount"] == f"1 / {len(outline['sections'])}"
+    assert final["results"]["buttons"] == {"generate": False, "cancel": True}
+    sent = sent_frames(final["log"])[0]
+    assert [f["type"] for f in sent] == ["generate", "cancel"]
+    assert sent[1]["run_id"] == page["docgen"]["runId"]
+
+
+# --- the example outlines --------------------------------------------------------------------
+
+
+def test_example_outlines_are_valid_generate_outlines() -> None:
+    assert len(EXAMPLE_OUTLINES) == 3
+    validator = FrameValidator()
+    for path in EXAMPLE_OUTLINES:
+        outline = json.loads(path.read_text(encoding="utf-8"))
+        assert set(outline) == {"document_id", "title", "sections"}, path.name
+        frame = {"type": "generate", "outline": outline}
+        assert validator.validate_client(frame) is None, path.name
+        assert 3 <= len(outline["sections"]) <= 8, path.name
+        ids = [s["id"] for s in outline["sections"]]
+        assert len(set(ids)) == len(ids) and all(SECTION_ID.match(i) for i in ids), path.name
+        for section in outline["sections"]:
+            assert set(section) == {"id", "title", "brief", "target_tokens"}, path.name
+            assert 80 <= section["target_tokens"] <= 600, path.name
+    outlines = [json.loads(path.read_text(encoding="utf-8")) for path in EXAMPLE_OUTLINES]
+    targets = {s["target_tokens"] for outline in outlines for s in outline["sections"]}
+    assert min(targets) <= 120 and max(targets) >= 450  # varied lengths across the examples
