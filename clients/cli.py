@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 import uuid
@@ -35,10 +36,11 @@ DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
 DEFAULT_SUB = "dev"
 CANCEL_WAIT_S = 5.0
 EPILOG = """\
-token: --token, else $DOCGEN_TOKEN, else a development token minted for --sub with
-$DOCGEN_JWT_SECRET (or the public dev secret). exit codes: 0 completed, 1 run failed or
-cancelled by the server, 2 usage or outline error, 3 token refused, 4 edge unreachable,
-130 interrupted (Ctrl-C cancels the run; a second Ctrl-C quits at once)."""
+token: --token; else a development token for --sub, signed with $DOCGEN_JWT_SECRET (or the
+public dev secret); else $DOCGEN_TOKEN; else a development token for 'dev'. exit codes: 0
+completed, 1 run failed or cancelled by the server, 2 usage or outline error, 3 token
+refused, 4 edge unreachable, 130 interrupted (Ctrl-C cancels the run; a second Ctrl-C quits
+at once)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,13 +164,18 @@ class OutputFile:
 
 
 def resume_command(run_id: str, after: int, args: argparse.Namespace) -> str:
+    """The command that continues this run where the output stops (never echoes a token)."""
+    options = [f"--after {after}"]
+    if args.url != DEFAULT_URL:
+        options.append(f"--url {shlex.quote(args.url)}")
+    if args.sub:
+        options.append(f"--sub {shlex.quote(args.sub)}")
+    if args.output:
+        options.append(f"--output {shlex.quote(args.output)}")
     # A run id may start with '-' (URL-safe base64), which argparse would take for an option.
     if run_id.startswith("-"):
-        target = f"--after {after} -- {run_id}"
-    else:
-        target = f"{run_id} --after {after}"
-    output = f" --output {args.output}" if args.output else ""
-    return f"docgen resume {target}{output}"
+        return f"docgen resume {' '.join(options)} -- {run_id}"
+    return f"docgen resume {run_id} {' '.join(options)}"
 
 
 async def follow_run(
@@ -262,7 +269,8 @@ def _outcome(
     if status == "failed":
         error = report.last_error
         cause = f": {error['code']}: {error['message']}" if error else ""
-        raise RunFailed(f"run {run_id} failed{cause}; fix the cause and generate again")
+        advice = "try again later" if error and error.get("retryable") else "fix the cause"
+        raise RunFailed(f"run {run_id} failed{cause}; {advice} and generate again")
     if status == "cancelled":
         raise RunFailed(
             f"run {run_id} was cancelled by the server (cancelled elsewhere, or unfollowed past "
@@ -304,6 +312,13 @@ async def run(
         stderr.write(f"docgen: {error.message}\n")
         stderr.flush()
         return error.exit_code
+    except BrokenPipeError:
+        # Whoever read stdout went away (`docgen generate x | head`); the server cancels the
+        # run once its grace period for unfollowed runs ends.
+        if stdout is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        stderr.write("docgen: stdout was closed; stopped following the run\n")
+        return 1
 
 
 async def _run_with_ctrl_c(argv: Sequence[str] | None) -> int:

@@ -24,6 +24,10 @@ FrameHandler = Callable[[dict[str, Any]], None]
 _FINAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 TOKEN_EXPIRED = 4500
 
+_SOCKET_ENDED = frozenset(
+    {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
+     aiohttp.WSMsgType.ERROR}
+)
 _REFUSED_FRAME_CODES = frozenset(
     {"invalid_json", "invalid_frame", "invalid_outline", "unknown_type"}
 )
@@ -141,6 +145,10 @@ class RunFollower:
                     return await self._exchange(ws, frame)
                 except _Dropped as drop:
                     reason = str(drop)
+                if self.run_id is None:  # nothing to resume, and a new generate may duplicate it
+                    raise EdgeUnreachable(
+                        f"{reason} before the run started; run the command again", transient=False
+                    )
                 if self.last_seq > seq_before:
                     failures = 0
                 failures += 1
@@ -165,7 +173,10 @@ class RunFollower:
         """Sends the opening frame and reads until `run_end` (returned) or the socket ends."""
         self._ws = ws
         try:
-            await ws.send_str(json.dumps(opening))
+            try:
+                await ws.send_str(json.dumps(opening))
+            except (ConnectionError, aiohttp.ClientError) as error:
+                raise _Dropped(f"the connection broke ({type(error).__name__})") from None
             if self.cancel_requested:
                 await self._send_cancel()
             while True:
@@ -174,12 +185,9 @@ class RunFollower:
                     end = await self._handle(message.data)
                     if end is not None:
                         return end
-                elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING,
-                                      aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                elif message.type in _SOCKET_ENDED:
                     reason = message.extra if message.type == aiohttp.WSMsgType.CLOSE else None
                     raise self._closed(ws.close_code, reason)
-        except (ConnectionError, aiohttp.ClientError) as error:
-            raise _Dropped(f"the connection broke ({type(error).__name__})") from None
         finally:
             self._ws = None
             with contextlib.suppress(Exception):

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import sys
@@ -20,7 +21,10 @@ from typing import Any
 import jwt
 import pytest
 
-from clients.cli import run
+from clients.cli import build_parser, resume_command, run
+from clients.console import Console
+from clients.errors import EdgeUnreachable
+from clients.follow import ReconnectPolicy, RunFollower
 from clients.markdown import MarkdownAssembler, render_markdown, restart_notice
 from clients.report import RunReport
 from services.edge.app import SOCKETS
@@ -435,6 +439,39 @@ async def test_the_in_process_entry_point_streams_the_same_document(
     )
     assert code == 0, stderr.getvalue()
     assert stdout.getvalue() == EXPECTED
+
+
+async def test_the_follower_gives_up_after_a_bounded_number_of_reconnects(
+    stacks: Callable[..., Awaitable[Stack]],
+) -> None:
+    stack = await stacks(by_section(token_delay_s=0.02))
+    events: list[dict[str, Any]] = []
+    follower = RunFollower(
+        url=url_of(stack),
+        token=stack.token("erin"),
+        request_id="r1",
+        on_event=events.append,
+        console=Console(io.StringIO()),
+        interrupt=asyncio.Event(),
+        policy=ReconnectPolicy(attempts=2, first_delay_s=0.01, max_delay_s=0.02),
+    )
+    following = asyncio.create_task(follower.generate(OUTLINE_3))
+    await wait_for(lambda: len(events) > 3)
+    await stack.edge_runner.cleanup()  # the edge goes away for good
+    with pytest.raises(EdgeUnreachable, match="gave up after 2 reconnections without progress"):
+        await following
+    assert follower.run_id == events[0]["run_id"]
+    assert follower.last_seq == events[-1]["seq"]
+
+
+def test_the_resume_hint_protects_a_run_id_that_starts_with_a_dash() -> None:
+    args = build_parser().parse_args(["generate", "o.json", "-o", "my doc.md", "--sub", "al"])
+    hint = resume_command("abc", 7, args)
+    assert hint == "docgen resume abc --after 7 --sub al --output 'my doc.md'"
+    dashed = resume_command("-bc", 7, args)
+    assert dashed == "docgen resume --after 7 --sub al --output 'my doc.md' -- -bc"
+    again = build_parser().parse_args(shlex.split(dashed)[1:])
+    assert (again.run_id, again.after, again.output, again.sub) == ("-bc", 7, "my doc.md", "al")
 
 
 # --- token -----------------------------------------------------------------------------------

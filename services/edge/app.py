@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,9 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import metrics
 from services.common.grpc_client import insecure_channel
+from services.common.logs import bind_log_context, hash_user
 from services.edge.auth import SUBPROTOCOL, AuthError, TokenVerifier, token_from_handshake
 from services.edge.generator_client import GeneratorClient
 from services.edge.schemas import FrameValidator
@@ -32,10 +35,14 @@ SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
+    """A handshake refused before the upgrade, as the protocol documents it."""
+    metrics.WS_HANDSHAKE_REJECTIONS.labels(str(status)).inc()
+    log.info("handshake refused", extra={"status": status, "code": code})
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    started = time.perf_counter()
     app = request.app
     settings = app[SETTINGS]
     if app[SHUTTING_DOWN][0]:
@@ -58,6 +65,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.max_frame_bytes,
     )
     await ws.prepare(request)
+    metrics.WS_HANDSHAKE_SECONDS.observe(time.perf_counter() - started)
     app[SOCKETS].add(ws)
     session = SocketSession(
         ws,
@@ -66,7 +74,19 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         validator=app[VALIDATOR],
         settings=settings,
     )
-    await session.serve()
+    metrics.WS_OPEN_SOCKETS.inc()
+    opened = time.monotonic()
+    with bind_log_context(user=hash_user(principal.user_id)):
+        log.info("socket opened")
+        try:
+            await session.serve()
+        finally:
+            metrics.WS_OPEN_SOCKETS.dec()
+            metrics.WS_CLOSES.labels(str(ws.close_code)).inc()
+            log.info(
+                "socket closed",
+                extra={"close_code": ws.close_code, "duration_ms": int((time.monotonic() - opened) * 1000)},
+            )
     return ws
 
 
@@ -76,6 +96,11 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body, content_type = metrics.render_latest()
+    return web.Response(body=body, headers={"Content-Type": content_type})
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -128,5 +153,6 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_static("/static/", STATIC_DIR)
     return app

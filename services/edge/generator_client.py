@@ -1,5 +1,5 @@
-"""The edge's side of the generator: gRPC calls with deadlines, and the one translation from
-gRPC status to protocol error codes."""
+"""The edge's side of the generator: gRPC calls with deadlines and the current trace id, and
+the one translation from gRPC status to protocol error codes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import grpc
 from docgen.v1 import generator_pb2, generator_pb2_grpc, outline_pb2
+
+from services.common.tracing import outgoing_metadata
 
 
 @dataclass(frozen=True)
@@ -46,30 +48,27 @@ class GeneratorClient:
         *,
         user_id: str,
         request_id: str,
-        metadata: tuple[tuple[str, str], ...] = (),
     ) -> grpc.aio.UnaryStreamCall:
         return self._stub.StartRun(
             generator_pb2.StartRunRequest(outline=outline, user_id=user_id, request_id=request_id),
             timeout=self._stream_timeout_s,
-            metadata=metadata,
+            metadata=outgoing_metadata(),
             wait_for_ready=False,
         )
 
     def attach_run(
-        self, run_id: str, *, user_id: str, after_seq: int, metadata: tuple[tuple[str, str], ...] = ()
+        self, run_id: str, *, user_id: str, after_seq: int
     ) -> grpc.aio.UnaryStreamCall:
         return self._stub.AttachRun(
             generator_pb2.AttachRunRequest(run_id=run_id, user_id=user_id, after_seq=after_seq),
             timeout=self._stream_timeout_s,
-            metadata=metadata,
+            metadata=outgoing_metadata(),
         )
 
-    async def cancel_run(
-        self, run_id: str, *, user_id: str, metadata: tuple[tuple[str, str], ...] = ()
-    ) -> bool:
+    async def cancel_run(self, run_id: str, *, user_id: str) -> bool:
         response = await self._stub.CancelRun(
             generator_pb2.CancelRunRequest(run_id=run_id, user_id=user_id),
             timeout=self._unary_timeout_s,
-            metadata=metadata,
+            metadata=outgoing_metadata(),
         )
         return response.already_ended

@@ -14,6 +14,9 @@ from typing import Any
 import grpc
 from aiohttp import WSMsgType, web
 
+from services.common import metrics
+from services.common.logs import bind_log_context, set_log_context
+from services.common.tracing import new_trace_id
 from services.edge import frames
 from services.edge.auth import Principal
 from services.edge.generator_client import GeneratorClient, error_from_status
@@ -53,7 +56,8 @@ class SocketSession:
         self._generator = generator
         self._validator = validator
         self._settings = settings
-        self._outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.send_queue_frames)
+        # (encoded frame, its event time in Unix ms or 0): the time feeds the relay metric.
+        self._outbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue(maxsize=settings.send_queue_frames)
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -90,16 +94,20 @@ class SocketSession:
     def _send(self, frame: dict[str, Any]) -> None:
         if self._closing:
             return
+        if frame["type"] == "error":
+            metrics.ERRORS.labels(frame["code"]).inc()
         try:
-            self._outbox.put_nowait(frames.encode(frame))
+            self._outbox.put_nowait((frames.encode(frame), frame["ts"] if "seq" in frame else 0))
         except asyncio.QueueFull:
             log.warning("closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize())
             self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
     async def _write_outbox(self) -> None:
         while True:
-            data = await self._outbox.get()
+            data, event_ts_ms = await self._outbox.get()
             await self._ws.send_str(data)
+            if event_ts_ms:
+                metrics.RELAY_LATENCY_SECONDS.observe(max(0.0, time.time() - event_ts_ms / 1000))
 
     def _close_soon(self, code: int, reason: str) -> None:
         if self._closing:
@@ -134,12 +142,17 @@ class SocketSession:
         kind = frame["type"]
         if kind == "ping":
             self._send(frames.pong_frame(request_id))
-        elif kind == "generate":
-            self._start(frame, request_id)
-        elif kind == "resume":
-            self._resume(frame["run_id"], frame["after_seq"], request_id)
-        elif kind == "cancel":
-            self._spawn(self._cancel(frame["run_id"], request_id))
+            return
+        # Every request gets its own trace id; the tasks it starts inherit it, and it travels
+        # to the generator (gRPC metadata), the summary service and the LLM (headers).
+        with bind_log_context(trace_id=new_trace_id(), request_id=request_id, run_id=frame.get("run_id")):
+            log.info("client request", extra={"type": kind})
+            if kind == "generate":
+                self._start(frame, request_id)
+            elif kind == "resume":
+                self._resume(frame["run_id"], frame["after_seq"], request_id)
+            elif kind == "cancel":
+                self._spawn(self._cancel(frame["run_id"], request_id))
 
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
         outline = frames.outline_from_frame(frame["outline"])
@@ -186,6 +199,7 @@ class SocketSession:
                         if run_id is None and current is not None:
                             run_id = event.run_id
                             self._followers[run_id] = current  # type: ignore[assignment]
+                            set_log_context(run_id=run_id)  # this task's context only
                         last_seq = event.seq
                         failures = 0
                         self._send(frames.event_to_frame(event))

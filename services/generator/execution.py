@@ -13,6 +13,8 @@ from typing import Protocol
 
 from docgen.v1 import events_pb2, outline_pb2, summary_pb2
 
+from services.common import metrics
+from services.common.tracing import outgoing_headers
 from services.generator.prompts import build_section_messages
 from services.generator.runlog import RunLog
 from services.generator.section_writer import LLMError, SectionWriter
@@ -54,7 +56,6 @@ class RunExecution:
         writer: SectionWriter,
         summaries: SummaryUpdater,
         settings: GeneratorSettings,
-        trace_headers: dict[str, str] | None = None,
     ) -> None:
         self._log = run_log
         self._outline = outline
@@ -62,7 +63,6 @@ class RunExecution:
         self._writer = writer
         self._summaries = summaries
         self._settings = settings
-        self._trace_headers = trace_headers or {}
         self._summary = summary_pb2.GlobalSummary()
         # Index of the last section the current summary covers (-1: none yet). A refinement
         # for an older section never replaces a summary that covers a newer one.
@@ -100,12 +100,8 @@ class RunExecution:
             status = events_pb2.RUN_STATUS_CANCELLED
         except Exception as error:  # a bug must still end the run properly
             log.exception("run %s failed unexpectedly", self._log.run_id)
-            self._log.append(
-                error=events_pb2.RunError(
-                    code="internal",
-                    message=f"internal error ({type(error).__name__}); start a new run",
-                    retryable=True,
-                )
+            self._append_error(
+                "internal", f"internal error ({type(error).__name__}); start a new run", retryable=True
             )
             status = events_pb2.RUN_STATUS_FAILED
         finally:
@@ -113,13 +109,20 @@ class RunExecution:
                 self._refinement.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refinement
+        duration_ms = int((time.monotonic() - started) * 1000)
         self._log.append(
             run_end=events_pb2.RunEnd(
                 status=status,
                 sections_completed=self._sections_completed,
                 output_tokens=self._output_tokens,
-                duration_ms=int((time.monotonic() - started) * 1000),
+                duration_ms=duration_ms,
             )
+        )
+        status_name = events_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_").lower()
+        metrics.RUNS.labels(status_name).inc()
+        log.info(
+            "run ended",
+            extra={"status": status_name, "duration_ms": duration_ms, "output_tokens": self._output_tokens},
         )
 
     async def _write_section(self, index: int) -> tuple[str, float]:
@@ -150,7 +153,7 @@ class RunExecution:
                     messages,
                     max_tokens=section.target_tokens,
                     on_delta=on_delta,
-                    extra_headers=self._trace_headers,
+                    extra_headers=outgoing_headers(),
                 )
             except asyncio.CancelledError:
                 self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_CANCELLED, len(parts), 0, started)
@@ -158,16 +161,13 @@ class RunExecution:
             except LLMError as error:
                 if error.retryable and error.code == "llm_stream_failed" and attempt < max_attempts:
                     log.warning(
-                        "run %s section %s attempt %d failed (%s); retrying",
-                        self._log.run_id, section.id, attempt, error,
+                        "section attempt failed; retrying",
+                        extra={"section_id": section.id, "attempt": attempt, "error": str(error)},
                     )
+                    metrics.LLM_RETRIES.labels("section").inc()
                     continue
                 self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_ERROR, len(parts), 0, started)
-                self._log.append(
-                    error=events_pb2.RunError(
-                        code=error.code, message=str(error), retryable=error.retryable, section_id=section.id
-                    )
-                )
+                self._append_error(error.code, str(error), retryable=error.retryable, section_id=section.id)
                 raise _SectionFailed from error
             self._output_tokens += result.output_tokens
             self._sections_completed += 1
@@ -182,6 +182,7 @@ class RunExecution:
         self, index: int, text: str, reason: int, output_tokens: int, ttft_ms: int, started: float
     ) -> float:
         section = self._outline.sections[index]
+        duration_s = time.monotonic() - started
         self._log.append(
             section_end=events_pb2.SectionEnd(
                 section_id=section.id,
@@ -191,8 +192,22 @@ class RunExecution:
                 text_sha256=hashlib.sha256(text.encode()).hexdigest(),
                 output_tokens=output_tokens,
                 ttft_ms=ttft_ms,
-                duration_ms=int((time.monotonic() - started) * 1000),
+                duration_ms=int(duration_s * 1000),
             )
+        )
+        metrics.SECTION_DURATION_SECONDS.observe(duration_s)
+        if reason in (events_pb2.FINISH_REASON_STOP, events_pb2.FINISH_REASON_LENGTH):
+            metrics.SECTION_TTFT_SECONDS.observe(ttft_ms / 1000)
+            metrics.SECTION_OUTPUT_TOKENS.observe(output_tokens)
+        log.info(
+            "section ended",
+            extra={
+                "section_id": section.id,
+                "finish_reason": events_pb2.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower(),  # type: ignore[arg-type]
+                "output_tokens": output_tokens,
+                "ttft_ms": ttft_ms,
+                "duration_ms": int(duration_s * 1000),
+            },
         )
         return time.monotonic()
 
@@ -214,20 +229,23 @@ class RunExecution:
             async with asyncio.timeout(self._settings.summary_deadline_s):
                 first = await updates.__anext__()
         except (SummaryUnavailable, TimeoutError, StopAsyncIteration) as error:
-            log.warning("run %s: summary after %s unavailable: %r", self._log.run_id, section.id, error)
+            log.warning("summary unavailable", extra={"section_id": section.id, "error": repr(error)})
             await _close(updates)
-            self._log.append(
-                error=events_pb2.RunError(
-                    code="summary_unavailable",
-                    message="the summary could not be updated after this section; "
-                    "the document goes on with the previous summary",
-                    retryable=True,
-                    section_id=section.id,
-                )
+            self._append_error(
+                "summary_unavailable",
+                "the summary could not be updated after this section; "
+                "the document goes on with the previous summary",
+                retryable=True,
+                section_id=section.id,
             )
             return
         self._apply_summary(first, index, ended_at)
         self._refinement = asyncio.create_task(self._apply_refinements(updates, index, ended_at))
+        if self._settings.summary_prompt_wait_s > 0:
+            # Opt-in: give a refinement a bounded chance to reach the next prompt. When the wait
+            # ends first, the next section starts with the fast summary and the refinement goes
+            # on in the background (shown when it comes).
+            await asyncio.wait({self._refinement}, timeout=self._settings.summary_prompt_wait_s)
 
     async def _apply_refinements(
         self,
@@ -243,7 +261,7 @@ class RunExecution:
                     self._apply_summary(update, index, ended_at)
         except (SummaryUnavailable, TimeoutError) as error:
             # The fast summary stands; a refinement is an optional improvement.
-            log.info("run %s: summary refinement skipped: %r", self._log.run_id, error)
+            log.info("summary refinement skipped", extra={"section_id": self._outline.sections[index].id, "error": repr(error)})
         finally:
             await _close(updates)
 
@@ -253,15 +271,29 @@ class RunExecution:
         self._summary = update.summary
         self._summary_through = index
         self._summary_version += 1
+        latency_s = time.monotonic() - ended_at
         self._log.append(
             summary_update=events_pb2.SummaryUpdate(
                 version=self._summary_version,
                 through_section_id=self._outline.sections[index].id,
                 summary=update.summary.text,
                 method=update.method,
-                latency_ms=int((time.monotonic() - ended_at) * 1000),
+                latency_ms=int(latency_s * 1000),
             )
         )
+        method = events_pb2.SummaryMethod.Name(update.method).removeprefix("SUMMARY_METHOD_").lower()  # type: ignore[arg-type]
+        metrics.SUMMARY_LATENCY_SECONDS.labels(method).observe(latency_s)
+        log.info(
+            "summary updated",
+            extra={"section_id": self._outline.sections[index].id, "version": self._summary_version,
+                   "method": method, "latency_ms": int(latency_s * 1000)},
+        )
+
+    def _append_error(self, code: str, message: str, *, retryable: bool, section_id: str = "") -> None:
+        self._log.append(
+            error=events_pb2.RunError(code=code, message=message, retryable=retryable, section_id=section_id)
+        )
+        metrics.RUN_ERRORS.labels(code).inc()
 
 
 async def _close(iterator: AsyncIterator[object]) -> None:

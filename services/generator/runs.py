@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -12,6 +13,9 @@ from dataclasses import dataclass, field
 
 from docgen.v1 import outline_pb2
 
+from services.common import metrics
+from services.common.logs import hash_user, set_log_context
+from services.common.tracing import new_trace_id
 from services.generator.execution import RunExecution, SummaryUpdater
 from services.generator.runlog import RunLog
 from services.generator.section_writer import SectionWriter
@@ -78,7 +82,8 @@ class RunRegistry:
         writer: SectionWriter,
         summaries: SummaryUpdater,
         settings: GeneratorSettings,
-        new_run_id: Callable[[], str] = lambda: secrets.token_urlsafe(16),
+        # The prefix keeps ids from starting with "-" (command lines read that as an option).
+        new_run_id: Callable[[], str] = lambda: "run_" + secrets.token_urlsafe(16),
     ) -> None:
         self._writer = writer
         self._summaries = summaries
@@ -96,7 +101,7 @@ class RunRegistry:
         *,
         user_id: str,
         request_id: str = "",
-        trace_headers: dict[str, str] | None = None,
+        trace_id: str | None = None,
     ) -> Run:
         validate_outline(outline)
         active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
@@ -114,14 +119,19 @@ class RunRegistry:
             writer=self._writer,
             summaries=self._summaries,
             settings=self._settings,
-            trace_headers=trace_headers,
         )
-        run.task = asyncio.create_task(execution.execute(), name=f"run-{run_id}")
+        # The run's task logs with its own ids, and passes the trace id on to every hop.
+        context = contextvars.copy_context()
+        context.run(
+            set_log_context, trace_id=trace_id or new_trace_id(), run_id=run_id, user=hash_user(user_id)
+        )
+        run.task = asyncio.create_task(execution.execute(), name=f"run-{run_id}", context=context)
+        metrics.ACTIVE_RUNS.inc()
         run.task.add_done_callback(lambda _task: self._on_run_done(run))
         self._runs[run_id] = run
         # Nobody may ever subscribe (the caller vanished): the grace period applies from now.
         self._arm_grace_timer(run)
-        log.info("run %s started for %d sections", run_id, len(outline.sections))
+        context.run(log.info, "run started", extra={"sections": len(outline.sections)})
         return run
 
     def find(self, run_id: str, *, user_id: str) -> Run:
@@ -142,6 +152,7 @@ class RunRegistry:
     async def subscription(self, run: Run) -> AsyncIterator[Run]:
         """Counts a follower for the grace period while the block runs."""
         run.subscribers += 1
+        metrics.RUN_SUBSCRIBERS.inc()
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None
@@ -149,6 +160,7 @@ class RunRegistry:
             yield run
         finally:
             run.subscribers -= 1
+            metrics.RUN_SUBSCRIBERS.dec()
             if run.subscribers == 0 and not run.ended:
                 self._arm_grace_timer(run)
 
@@ -164,7 +176,7 @@ class RunRegistry:
     def _cancel(self, run: Run, *, reason: str) -> None:
         if run.task is not None and not run.task.done() and not run.cancel_requested:
             run.cancel_requested = True
-            log.info("run %s: cancelling (%s)", run.run_id, reason)
+            log.info("run cancelling", extra={"run_id": run.run_id, "reason": reason})
             run.task.cancel()
 
     def _arm_grace_timer(self, run: Run) -> None:
@@ -177,6 +189,7 @@ class RunRegistry:
         )
 
     def _on_run_done(self, run: Run) -> None:
+        metrics.ACTIVE_RUNS.dec()
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None

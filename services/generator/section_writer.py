@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,10 @@ class LLMError(Exception):
 
 class LLMUnavailable(LLMError):
     code = "llm_unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class LLMRejected(LLMError):
@@ -64,7 +69,10 @@ def _translate(error: Exception, *, started: bool, partial_text: str) -> LLMErro
     if isinstance(error, openai.APIStatusError):
         status = error.status_code
         if status in (408, 409, 429) or status >= 500:
-            return LLMUnavailable(f"the LLM answered HTTP {status}; try again later")
+            return LLMUnavailable(
+                f"the LLM answered HTTP {status}; try again later",
+                retry_after_s=_retry_after_s(error.response.headers),
+            )
         return LLMRejected(f"the LLM rejected the request (HTTP {status}): {error.message}")
     if started:
         return LLMStreamFailed(f"the LLM stream broke: {type(error).__name__}", partial_text=partial_text)
@@ -73,8 +81,38 @@ def _translate(error: Exception, *, started: bool, partial_text: str) -> LLMErro
     return LLMUnavailable(f"the LLM is unreachable ({type(error).__name__}); try again later")
 
 
+def _retry_after_s(headers: Any) -> float | None:
+    """Seconds from `Retry-After` (or `retry-after-ms`), when the server sent a usable one."""
+    try:
+        if headers.get("retry-after-ms"):
+            return float(headers["retry-after-ms"]) / 1000
+        if headers.get("retry-after"):
+            return float(headers["retry-after"])
+    except (TypeError, ValueError):
+        return None  # an HTTP date: rare from LLM servers; fall back to our own backoff
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of a request that failed before its first token (429, 5xx, refused)."""
+
+    max_retries: int = 3
+    base_delay_s: float = 0.25
+    max_delay_s: float = 8.0
+    max_retry_after_s: float = 30.0
+    """A longer Retry-After is not waited for: the section fails with `llm_unavailable`."""
+
+    def delay_s(self, retry: int, retry_after_s: float | None) -> float:
+        if retry_after_s is not None:
+            return retry_after_s
+        # "Full jitter" (AWS architecture blog): spreads retries of many runs apart.
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**retry))
+
+
 class SectionWriter:
-    """Writes sections with one shared `openai.AsyncOpenAI` client."""
+    """Writes sections with one shared `openai.AsyncOpenAI` client (built with
+    `max_retries=0`: retries are ours, so they are counted and bounded per section)."""
 
     def __init__(
         self,
@@ -83,11 +121,15 @@ class SectionWriter:
         model: str,
         temperature: float,
         stall_timeout_s: float,
+        retry: RetryPolicy | None = None,
+        on_retry: Callable[[LLMUnavailable], None] | None = None,
     ) -> None:
         self._client = client
         self._model = model
         self._temperature = temperature
         self._stall_timeout_s = stall_timeout_s
+        self._retry = retry or RetryPolicy()
+        self._on_retry = on_retry
 
     async def write(
         self,
@@ -97,8 +139,34 @@ class SectionWriter:
         on_delta: Callable[[str], None],
         extra_headers: dict[str, str] | None = None,
     ) -> SectionText:
-        """Streams one completion, calling `on_delta` per content delta. Cancelling the
-        calling task closes the HTTP stream (the LLM server sees the connection close)."""
+        """Streams one completion, calling `on_delta` per content delta; retries failures
+        that happen before the first token. Cancelling the calling task closes the HTTP
+        stream (the LLM server sees the connection close)."""
+        retry = 0
+        while True:
+            try:
+                return await self._stream_once(
+                    messages, max_tokens=max_tokens, on_delta=on_delta, extra_headers=extra_headers
+                )
+            except LLMUnavailable as error:
+                if retry >= self._retry.max_retries or (
+                    error.retry_after_s is not None
+                    and error.retry_after_s > self._retry.max_retry_after_s
+                ):
+                    raise
+                if self._on_retry is not None:
+                    self._on_retry(error)
+                await asyncio.sleep(self._retry.delay_s(retry, error.retry_after_s))
+                retry += 1
+
+    async def _stream_once(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int,
+        on_delta: Callable[[str], None],
+        extra_headers: dict[str, str] | None,
+    ) -> SectionText:
         parts: list[str] = []
         deltas = 0
         usage_tokens: int | None = None

@@ -13,10 +13,12 @@ from docgen.v1 import generator_pb2, generator_pb2_grpc
 
 from services.common.grpc_client import insecure_channel
 from services.common.grpc_server import add_health_and_reflection, set_serving
+from services.common import metrics
 from services.common.logs import configure_logging
+from services.common.tracing import trace_id_from_metadata
 from services.generator.runlog import CursorOutOfRange
 from services.generator.runs import InvalidOutline, RunNotFound, RunRegistry, TooManyRuns
-from services.generator.section_writer import SectionWriter
+from services.generator.section_writer import RetryPolicy, SectionWriter
 from services.generator.settings import GeneratorSettings
 from services.generator.summary_client import GrpcSummaryUpdater
 
@@ -36,7 +38,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
         try:
             run = self._registry.start(
-                request.outline, user_id=request.user_id, request_id=request.request_id
+                request.outline,
+                user_id=request.user_id,
+                request_id=request.request_id,
+                trace_id=trace_id_from_metadata(context.invocation_metadata()),
             )
         except InvalidOutline as error:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
@@ -79,7 +84,7 @@ class GeneratorServer:
         self._llm = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
-            max_retries=settings.llm_connect_retries,
+            max_retries=0,  # SectionWriter retries, counted and bounded
             timeout=openai.Timeout(settings.llm_request_timeout_s, read=settings.llm_stall_timeout_s),
         )
         writer = SectionWriter(
@@ -87,6 +92,8 @@ class GeneratorServer:
             model=settings.llm_model,
             temperature=settings.llm_temperature,
             stall_timeout_s=settings.llm_stall_timeout_s,
+            retry=RetryPolicy(max_retries=settings.llm_connect_retries),
+            on_retry=lambda _error: metrics.LLM_RETRIES.labels("request").inc(),
         )
         self.registry = RunRegistry(
             writer=writer, summaries=GrpcSummaryUpdater(self._summary_channel), settings=settings
@@ -106,6 +113,8 @@ class GeneratorServer:
         # Health first, so balancers stop sending new runs; then end every run (each appends
         # its run_end, which followers still receive within the grace); then the transport.
         await set_serving(self.health, [SERVICE_NAME], False)
+        if self.settings.shutdown_drain_s:
+            await asyncio.sleep(self.settings.shutdown_drain_s)
         await self.registry.close()
         await self.server.stop(self.settings.shutdown_grace_s)
         await self._summary_channel.close()
@@ -117,6 +126,7 @@ async def serve() -> None:
     settings = GeneratorSettings.from_env()
     server = GeneratorServer(settings)
     await server.start()
+    metrics.start_metrics_server(settings.metrics_port)
     log.info("generator listening on %s (LLM %s, model %s)", settings.addr, settings.llm_base_url, settings.llm_model)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -26,8 +26,7 @@ class GeneratorSettings:
     """Sampling temperature (`DOCGEN_LLM_TEMPERATURE`)."""
     llm_connect_retries: int = 3
     """Retries of a request that failed before its first token: 429, 5xx, refused
-    (`DOCGEN_LLM_MAX_RETRIES`); the openai client backs off exponentially with jitter and
-    honours Retry-After."""
+    (`DOCGEN_LLM_MAX_RETRIES`), with jittered exponential backoff, honouring Retry-After."""
     llm_request_timeout_s: float = 30.0
     """Budget for the LLM to answer a request's headers (`DOCGEN_LLM_TIMEOUT_S`)."""
     llm_stall_timeout_s: float = 20.0
@@ -39,12 +38,22 @@ class GeneratorSettings:
     summary_refine_deadline_s: float = 20.0
     """How long a refined (LLM) summary may still arrive after the fast one
     (`DOCGEN_SUMMARY_REFINE_DEADLINE_S`)."""
+    summary_prompt_wait_s: float = 0.0
+    """How long the next section may wait for a refined (LLM) summary of the previous one, so
+    its prompt gets the refined text (`DOCGEN_SUMMARY_PROMPT_WAIT_S`); 0, the default, never
+    waits: the next section starts right after the fast summary."""
     run_grace_s: float = 120.0
     """A run with no subscriber is cancelled after this long (`DOCGEN_RUN_GRACE_S`)."""
     run_ttl_s: float = 600.0
     """A finished run stays resumable this long (`DOCGEN_RUN_TTL_S`)."""
     max_active_runs_per_user: int = 4
     """Concurrent unfinished runs per user (`DOCGEN_MAX_RUNS_PER_USER`)."""
+    metrics_port: int = 9101
+    """Prometheus /metrics port, 0 to disable (`DOCGEN_GENERATOR_METRICS_PORT`)."""
+    shutdown_drain_s: float = 0.0
+    """On SIGTERM, health turns NOT_SERVING this long before calls are refused, so load
+    balancers and edges stop sending new runs first (`DOCGEN_GENERATOR_SHUTDOWN_DRAIN_S`;
+    a few seconds behind Kubernetes)."""
     shutdown_grace_s: float = 10.0
     """On SIGTERM, in-flight calls get this long before being cancelled
     (`DOCGEN_GENERATOR_SHUTDOWN_GRACE_S`)."""
@@ -70,10 +79,17 @@ class GeneratorSettings:
             summary_refine_deadline_s=env_float(
                 "DOCGEN_SUMMARY_REFINE_DEADLINE_S", cls.summary_refine_deadline_s, minimum=0.01
             ),
+            summary_prompt_wait_s=env_float(
+                "DOCGEN_SUMMARY_PROMPT_WAIT_S", cls.summary_prompt_wait_s, minimum=0
+            ),
             run_grace_s=env_float("DOCGEN_RUN_GRACE_S", cls.run_grace_s, minimum=0),
             run_ttl_s=env_float("DOCGEN_RUN_TTL_S", cls.run_ttl_s, minimum=0),
             max_active_runs_per_user=env_int(
                 "DOCGEN_MAX_RUNS_PER_USER", cls.max_active_runs_per_user, minimum=1
+            ),
+            metrics_port=env_int("DOCGEN_GENERATOR_METRICS_PORT", cls.metrics_port, minimum=0),
+            shutdown_drain_s=env_float(
+                "DOCGEN_GENERATOR_SHUTDOWN_DRAIN_S", cls.shutdown_drain_s, minimum=0
             ),
             shutdown_grace_s=env_float(
                 "DOCGEN_GENERATOR_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0

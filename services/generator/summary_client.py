@@ -7,18 +7,18 @@ from collections.abc import AsyncIterator
 import grpc
 from docgen.v1 import summary_pb2, summary_pb2_grpc
 
+from services.common.tracing import outgoing_metadata
 from services.generator.execution import SummaryUnavailable
 
 
 class GrpcSummaryUpdater:
-    def __init__(self, channel: grpc.aio.Channel, *, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = summary_pb2_grpc.SummaryServiceStub(channel)
-        self._metadata = metadata
 
     async def update(
         self, request: summary_pb2.UpdateSummaryRequest, *, timeout_s: float
     ) -> AsyncIterator[summary_pb2.UpdateSummaryResponse]:
-        call = self._stub.UpdateSummary(request, timeout=timeout_s, metadata=self._metadata)
+        call = self._stub.UpdateSummary(request, timeout=timeout_s, metadata=outgoing_metadata())
         try:
             async for response in call:
                 yield response

@@ -1,4 +1,4 @@
-"""gRPC binding of the summary service: proto in, summarizer, proto out."""
+"""gRPC binding of the summary service: proto in, summarizer (and refiner), proto out."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import signal
 from collections.abc import AsyncIterator
 
 import grpc
+import openai
 from docgen.v1 import events_pb2, summary_pb2, summary_pb2_grpc
 
 from services.common.grpc_server import add_health_and_reflection, set_serving
 from services.common.logs import configure_logging
 from services.summary.extractive import ExtractiveSummarizer, SectionDigest, Summary
+from services.summary.refiner import RefinementFailed, SummaryRefiner
 from services.summary.settings import SummarySettings
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,9 @@ def summary_from_proto(message: summary_pb2.GlobalSummary) -> Summary:
 def summary_to_proto(summary: Summary) -> summary_pb2.GlobalSummary:
     return summary_pb2.GlobalSummary(
         sections=[
-            summary_pb2.SectionDigest(section_id=d.section_id, title=d.title, sentences=list(d.sentences))
+            summary_pb2.SectionDigest(
+                section_id=d.section_id, title=d.title, sentences=list(d.sentences)
+            )
             for d in summary.sections
         ],
         text=summary.text,
@@ -40,9 +44,16 @@ def summary_to_proto(summary: Summary) -> summary_pb2.GlobalSummary:
 
 
 class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
-    def __init__(self, summarizer: ExtractiveSummarizer, *, max_section_chars: int) -> None:
+    def __init__(
+        self,
+        summarizer: ExtractiveSummarizer,
+        *,
+        max_section_chars: int,
+        refiner: SummaryRefiner | None = None,
+    ) -> None:
         self._summarizer = summarizer
         self._max_section_chars = max_section_chars
+        self._refiner = refiner
 
     async def UpdateSummary(
         self, request: summary_pb2.UpdateSummaryRequest, context: grpc.aio.ServicerContext
@@ -58,8 +69,30 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             text=request.section.text[: self._max_section_chars],
             document_title=request.document_title,
         )
+        fast = summary_to_proto(updated)
         yield summary_pb2.UpdateSummaryResponse(
-            summary=summary_to_proto(updated), method=events_pb2.SUMMARY_METHOD_EXTRACTIVE
+            summary=fast, method=events_pb2.SUMMARY_METHOD_EXTRACTIVE
+        )
+        if self._refiner is None or not updated.text.strip():
+            return
+        # A caller that cancels (the next section ended first) cancels this await, which
+        # closes the refinement's HTTP request.
+        try:
+            refined = await self._refiner.refine(
+                document_title=request.document_title, summary_text=updated.text
+            )
+        except RefinementFailed as failure:
+            # The fast summary stands: the stream just ends, the caller sees no error.
+            log.info(
+                "summary refinement dropped",
+                extra={"section_id": request.section.section_id, "reason": failure.reason,
+                       "detail": failure.detail},
+            )
+            return
+        # The digests stay the extractive ones: the next fast update builds on them.
+        yield summary_pb2.UpdateSummaryResponse(
+            summary=summary_pb2.GlobalSummary(sections=fast.sections, text=refined),
+            method=events_pb2.SUMMARY_METHOD_LLM,
         )
 
 
@@ -67,8 +100,31 @@ class SummaryServer:
     def __init__(self, settings: SummarySettings, address: str | None = None) -> None:
         self.settings = settings
         self.server = grpc.aio.server()
-        summarizer = ExtractiveSummarizer(budget_words=settings.budget_words, language=settings.language)
-        summary_pb2_grpc.add_SummaryServiceServicer_to_server(SummaryServicer(summarizer, max_section_chars=settings.max_section_chars), self.server)
+        summarizer = ExtractiveSummarizer(
+            budget_words=settings.budget_words, language=settings.language
+        )
+        self._llm: openai.AsyncOpenAI | None = None
+        refiner = None
+        if settings.mode == "llm":
+            self._llm = openai.AsyncOpenAI(
+                base_url=settings.llm_base_url,
+                api_key=settings.llm_api_key,
+                # One try: the deadline is short, and the fast summary already stands.
+                max_retries=0,
+                timeout=settings.llm_deadline_s,
+            )
+            refiner = SummaryRefiner(
+                self._llm,
+                model=settings.llm_model,
+                budget_words=settings.budget_words,
+                deadline_s=settings.llm_deadline_s,
+            )
+        summary_pb2_grpc.add_SummaryServiceServicer_to_server(
+            SummaryServicer(
+                summarizer, max_section_chars=settings.max_section_chars, refiner=refiner
+            ),
+            self.server,
+        )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = self.server.add_insecure_port(address or settings.addr)
         if self.port == 0:
@@ -80,8 +136,11 @@ class SummaryServer:
 
     async def stop(self) -> None:
         await set_serving(self.health, [SERVICE_NAME], False)
-        # Updates take milliseconds; one second lets in-flight ones finish.
+        # Fast updates take milliseconds; one second lets in-flight ones finish. Refinements
+        # still running are cut: their callers keep the fast summary they already have.
         await self.server.stop(1.0)
+        if self._llm is not None:
+            await self._llm.close()
 
 
 async def serve() -> None:
@@ -89,7 +148,10 @@ async def serve() -> None:
     settings = SummarySettings.from_env()
     server = SummaryServer(settings)
     await server.start()
-    log.info("summary listening on %s (budget %d words)", settings.addr, settings.budget_words)
+    log.info(
+        "summary listening on %s (budget %d words, mode %s)",
+        settings.addr, settings.budget_words, settings.mode,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

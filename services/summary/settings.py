@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, cast
 
-from services.common.env import env_int, env_str
+from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
+from services.generator.settings import BUNDLED_LLM_BASE_URL, BUNDLED_LLM_MODEL
+
+SummaryMode = Literal["extractive", "llm"]
+SUMMARY_MODES: tuple[SummaryMode, ...] = ("extractive", "llm")
 
 
 @dataclass(frozen=True)
@@ -19,9 +24,28 @@ class SummarySettings:
     request can take."""
     language: str = "en"
     """Language for sentence segmentation (`DOCGEN_SUMMARY_LANGUAGE`, pysbd codes)."""
+    mode: SummaryMode = "extractive"
+    """`extractive`: one fast update per section. `llm`: the fast update, then an LLM rewrite of
+    it when that arrives in time (`DOCGEN_SUMMARY_MODE`)."""
+    llm_base_url: str = BUNDLED_LLM_BASE_URL
+    """OpenAI-compatible endpoint of the refinement (`DOCGEN_SUMMARY_LLM_BASE_URL`, else
+    `DOCGEN_LLM_BASE_URL`, else the bundled local server). Only used in `llm` mode."""
+    llm_model: str = BUNDLED_LLM_MODEL
+    """Model of the refinement (`DOCGEN_SUMMARY_LLM_MODEL`, else `DOCGEN_LLM_MODEL`)."""
+    llm_api_key: str = "sk-no-key-needed"
+    """`DOCGEN_SUMMARY_LLM_API_KEY`, else `DOCGEN_LLM_API_KEY`, else `OPENAI_API_KEY`, else a
+    placeholder local servers ignore."""
+    llm_deadline_s: float = 15.0
+    """The whole refinement (request, every token, checks) must finish within this long after
+    the fast update, or it is dropped (`DOCGEN_SUMMARY_LLM_DEADLINE_S`). Keep it below the
+    generator's `DOCGEN_SUMMARY_REFINE_DEADLINE_S` (20 s), which bounds how long it listens."""
 
     @classmethod
     def from_env(cls) -> SummarySettings:
+        mode = env_str("DOCGEN_SUMMARY_MODE", cls.mode).strip().lower()
+        if mode not in SUMMARY_MODES:
+            choices = ", ".join(SUMMARY_MODES)
+            raise ConfigError(f"DOCGEN_SUMMARY_MODE={mode!r} must be one of {choices}")
         return cls(
             addr=env_str("DOCGEN_SUMMARY_ADDR", cls.addr),
             budget_words=env_int("DOCGEN_SUMMARY_BUDGET_WORDS", cls.budget_words, minimum=20),
@@ -29,4 +53,16 @@ class SummarySettings:
                 "DOCGEN_SUMMARY_MAX_SECTION_CHARS", cls.max_section_chars, minimum=1000
             ),
             language=env_str("DOCGEN_SUMMARY_LANGUAGE", cls.language),
+            mode=cast(SummaryMode, mode),
+            llm_base_url=env_opt("DOCGEN_SUMMARY_LLM_BASE_URL")
+            or env_str("DOCGEN_LLM_BASE_URL", cls.llm_base_url),
+            llm_model=env_opt("DOCGEN_SUMMARY_LLM_MODEL")
+            or env_str("DOCGEN_LLM_MODEL", cls.llm_model),
+            llm_api_key=env_opt("DOCGEN_SUMMARY_LLM_API_KEY")
+            or env_opt("DOCGEN_LLM_API_KEY")
+            or env_opt("OPENAI_API_KEY")
+            or cls.llm_api_key,
+            llm_deadline_s=env_float(
+                "DOCGEN_SUMMARY_LLM_DEADLINE_S", cls.llm_deadline_s, minimum=0.01
+            ),
         )

@@ -54,3 +54,41 @@ async def stop_process(process: asyncio.subprocess.Process, timeout: float = 10.
             process.kill()
             await process.wait()
     return process.returncode if process.returncode is not None else -1
+
+
+async def wait_grpc_serving(address: str, timeout: float = 20.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{address} did not become SERVING")
+            await asyncio.sleep(0.05)
+
+
+async def start_grpc_service(module: str, address: str, **env: str) -> asyncio.subprocess.Process:
+    """Starts `python -m services.<module>` with its stderr (JSON logs) piped."""
+    variable = {"summary": "DOCGEN_SUMMARY_ADDR", "generator": "DOCGEN_GENERATOR_ADDR"}[module]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", f"services.{module}",
+        cwd=ROOT,
+        env={**os.environ, variable: address, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_grpc_serving(address)
+    except TimeoutError:
+        process.kill()
+        stderr = await process.stderr.read() if process.stderr else b""
+        raise RuntimeError(f"{module} did not start: {stderr.decode()[-2000:]}") from None
+    return process
