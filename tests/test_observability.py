@@ -149,3 +149,52 @@ async def test_logs_of_a_run_are_json_lines_sharing_one_trace_id_across_processe
     ended = [line for line in generator_run_lines if line["message"] == "section ended"]
     assert [line["section_id"] for line in ended] == ["intro", "ovens", "money"]
     assert all("user" in line and line["user"] != "log-user" for line in generator_run_lines)
+
+
+@pytest.mark.timeout(120)
+async def test_opentelemetry_spans_reach_an_otlp_collector_when_configured() -> None:
+    """A real OTLP/gRPC collector endpoint in the test receives the generator's spans."""
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[str] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        async def Export(self, request, context):  # type: ignore[no-untyped-def]
+            for resource_spans in request.resource_spans:
+                for scope in resource_spans.scope_spans:
+                    received.extend(span.name for span in scope.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    collector_port = collector.add_insecure_port("127.0.0.1:0")
+    await collector.start()
+    llm = ScriptedLLM()
+    await llm.start()
+    summary_addr, generator_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    env = {"DOCGEN_LLM_BASE_URL": llm.base_url, "DOCGEN_SUMMARY_ADDR": summary_addr,
+           "DOCGEN_GENERATOR_METRICS_PORT": "0", "DOCGEN_SUMMARY_METRICS_PORT": "0",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector_port}",
+           "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    summary = await start_grpc_service("summary", summary_addr, **env)
+    generator = await start_grpc_service("generator", generator_addr, **env)
+    try:
+        from docgen.v1 import generator_pb2, generator_pb2_grpc
+
+        from tests.test_grpc_generator import outline_message
+
+        async with grpc.aio.insecure_channel(generator_addr) as channel:
+            stub = generator_pb2_grpc.GeneratorServiceStub(channel)
+            events = [r.event async for r in stub.StartRun(
+                generator_pb2.StartRunRequest(outline=outline_message(), user_id="otel"), timeout=30)]
+        assert events[-1].run_end.status == 1
+        deadline = asyncio.get_running_loop().time() + 10
+        while not any("UpdateSummary" in name for name in received):
+            assert asyncio.get_running_loop().time() < deadline, received
+            await asyncio.sleep(0.1)
+        assert any("StartRun" in name for name in received)
+    finally:
+        for process in (generator, summary):
+            await stop_process(process)
+        await llm.stop()
+        await collector.stop(0)

@@ -1,10 +1,12 @@
 from aiohttp import web
 
 from services.common.logs import configure_logging
+from services.common.otel import configure_tracing, shutdown_tracing
 from services.edge.app import create_app
 from services.edge.settings import EdgeSettings
 
 configure_logging("edge")
+configure_tracing("edge")
 settings = EdgeSettings.from_env()
 # shutdown_timeout: how long open sockets get to close after on_shutdown told them to.
 web.run_app(
@@ -15,3 +17,4 @@ web.run_app(
     access_log=None,
     print=lambda *_: None,
 )
+shutdown_tracing()

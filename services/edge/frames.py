@@ -34,6 +34,20 @@ def encode(frame: dict[str, Any]) -> str:
     return _dumps(frame)
 
 
+def decode(text: str) -> Any:
+    """The JSON value of a client text message. Raises `ValueError` when it is not JSON, is
+    nested too deeply to parse, or holds a string that is not Unicode: an escaped lone
+    surrogate such as "\\ud800" (forbidden by I-JSON, RFC 7493) could neither be echoed
+    back nor put into a protobuf string."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    if "\\u" in text:
+        _dumps(value).encode()  # UnicodeEncodeError, a ValueError, on a lone surrogate
+    return value
+
+
 def event_to_frame(event: events_pb2.RunEvent) -> dict[str, Any]:
     """The protocol frame of one run event."""
     kind = event.WhichOneof("payload")
@@ -145,7 +159,8 @@ def outline_from_frame(outline: dict[str, Any]) -> outline_pb2.Outline:
                 id=section["id"],
                 title=section["title"],
                 brief=section.get("brief", ""),
-                target_tokens=section["target_tokens"],
+                # JSON Schema counts 600.0 as an integer; protobuf does not.
+                target_tokens=int(section["target_tokens"]),
             )
             for section in outline["sections"]
         ],

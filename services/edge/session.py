@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -127,7 +126,7 @@ class SocketSession:
 
     async def _handle_text(self, data: str) -> None:
         try:
-            frame = json.loads(data)
+            frame = frames.decode(data)
         except ValueError:
             self._send(frames.error_frame("invalid_json", "the frame is not valid JSON", retryable=False))
             return
@@ -150,7 +149,7 @@ class SocketSession:
             if kind == "generate":
                 self._start(frame, request_id)
             elif kind == "resume":
-                self._resume(frame["run_id"], frame["after_seq"], request_id)
+                self._resume(frame["run_id"], int(frame["after_seq"]), request_id)
             elif kind == "cancel":
                 self._spawn(self._cancel(frame["run_id"], request_id))
 

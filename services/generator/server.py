@@ -15,6 +15,7 @@ from services.common.grpc_client import insecure_channel
 from services.common.grpc_server import add_health_and_reflection, set_serving
 from services.common import metrics
 from services.common.logs import configure_logging
+from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
 from services.generator.runlog import CursorOutOfRange
 from services.generator.runs import InvalidOutline, RunNotFound, RunRegistry, TooManyRuns
@@ -123,6 +124,7 @@ class GeneratorServer:
 
 async def serve() -> None:
     configure_logging("generator")
+    configure_tracing("generator")
     settings = GeneratorSettings.from_env()
     server = GeneratorServer(settings)
     await server.start()
@@ -135,3 +137,4 @@ async def serve() -> None:
     await stop.wait()
     log.info("generator stopping")
     await server.stop()
+    shutdown_tracing()

@@ -7,6 +7,7 @@ A document here is the fixture format (tests/fixtures/documents/*.json):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from services.summary.extractive import ExtractiveSummarizer, Summary
 
 # English prose averages about 0.75 words per token.
 WORDS_PER_TOKEN = 0.75
+_WORD = re.compile(r"\S+")
 
 
 def fast_path_latencies(
@@ -54,11 +56,13 @@ def bench_document(
     documents: Sequence[Mapping[str, Any]], *, sections: int = 8, section_tokens: int = 600
 ) -> dict[str, Any]:
     """A document of `sections` sections of about `section_tokens` tokens each, made of the
-    given documents' section texts (the first document's titles, its sections' texts first,
-    then the other sections' in turn until the length is reached). The topics mix, but the
-    sentences, vocabulary and lengths are real prose, which is what the fast path's cost
-    depends on."""
-    base = documents[0]
+    given documents' section texts: the titles of the document with the most sections, each
+    section's own text first, then the others' texts in turn until the length is reached, cut
+    at a sentence end. The topics mix, but the sentences, vocabulary and lengths are real prose,
+    which is what the fast path's cost depends on."""
+    if not documents:
+        raise ValueError("no documents")
+    base = max(documents, key=lambda d: len(d["sections"]))
     pool = [s["text"] for d in documents for s in d["sections"]]
     if not pool:
         raise ValueError("the documents have no sections")
@@ -68,14 +72,14 @@ def bench_document(
     for index in range(sections):
         template = base["sections"][index % len(base["sections"])]
         parts = [template["text"]]
-        while len(" ".join(parts).split()) < target_words:
+        while len("\n\n".join(parts).split()) < target_words:
             parts.append(pool[next_text % len(pool)])
             next_text += 1
         built.append(
             {
                 "id": f"s{index + 1}",
                 "title": template["title"],
-                "text": _cut_at_sentence(" ".join(parts), target_words),
+                "text": _cut_at_sentence("\n\n".join(parts), target_words),
             }
         )
     return {"title": base["title"], "sections": built}
@@ -83,9 +87,9 @@ def bench_document(
 
 def _cut_at_sentence(text: str, max_words: int) -> str:
     """The text up to the last sentence end within `max_words` words (all of it if none)."""
-    words = text.split(" ")
-    if len(words) <= max_words:
+    spans = [m.end() for m in _WORD.finditer(text)]
+    if len(spans) <= max_words:
         return text
-    kept = " ".join(words[:max_words])
-    end = max(kept.rfind(". "), kept.rfind(".\n"), kept.rfind("? "), kept.rfind("! "))
+    kept = text[: spans[max_words - 1]]
+    end = max(kept.rfind(mark) for mark in (". ", ".\n", "? ", "! "))
     return kept[: end + 1] if end > 0 else kept

@@ -13,6 +13,7 @@ from docgen.v1 import events_pb2, summary_pb2, summary_pb2_grpc
 
 from services.common.grpc_server import add_health_and_reflection, set_serving
 from services.common.logs import configure_logging
+from services.common.otel import configure_tracing, shutdown_tracing
 from services.summary.extractive import ExtractiveSummarizer, SectionDigest, Summary
 from services.summary.refiner import RefinementFailed, SummaryRefiner
 from services.summary.settings import SummarySettings
@@ -145,6 +146,7 @@ class SummaryServer:
 
 async def serve() -> None:
     configure_logging("summary")
+    configure_tracing("summary")
     settings = SummarySettings.from_env()
     server = SummaryServer(settings)
     await server.start()
@@ -159,3 +161,4 @@ async def serve() -> None:
     await stop.wait()
     log.info("summary stopping")
     await server.stop()
+    shutdown_tracing()
