@@ -63,8 +63,13 @@ lint: $(STAMPS)/proto
 	$(BIN)/ruff format --check services clients tests scripts
 	$(BIN)/mypy
 
-bench: $(STAMPS)/proto $(STAMPS)/local-llm
-	$(BIN)/python -m bench.run
+$(STAMPS)/bench: pyproject.toml | $(STAMPS)/local-llm
+	$(BIN)/pip install --quiet -e '.[dev,local-llm,bench]'
+	@touch $@
+
+# BENCH_ARGS=--quick for a two-minute smoke run; see docs/performance.md.
+bench: $(STAMPS)/proto $(STAMPS)/bench
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 token: $(STAMPS)/venv
 	@$(BIN)/python -m services.edge.auth mint --sub "$${SUB:-dev}"

@@ -32,6 +32,8 @@ PROBE_TIMEOUT_S = 1.0
 # Lines longer than this are cut into pieces rather than failing the reader.
 LINE_LIMIT = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The CLI's default edge (clients/cli.py); any other address goes on the printed command line.
+CLI_DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
 
 
 class StackError(Exception):
@@ -238,12 +240,16 @@ def banner(settings: StackSettings, elapsed_s: float) -> str:
     audience = env_opt("DOCGEN_JWT_AUDIENCE") or "docgen"
     # In the fragment, the token never reaches the server's logs or a Referer header.
     token = mint_dev_token("dev", secret=secret, audience=audience)
+    cli = f".venv/bin/docgen generate {example_outline()}"
+    ws_url = f"ws://{host}:{settings.edge_port}/v1/ws"
+    if ws_url != CLI_DEFAULT_URL:
+        cli += f" --url {ws_url}"
     return "\n".join(
         [
             f"[stack] all services ready in {elapsed_s:.1f} s",
             "",
             f"  open     http://{host}:{settings.edge_port}/#token={token}",
-            f"  or run   .venv/bin/docgen generate {example_outline()}",
+            f"  or run   {cli}",
             "  stop     Ctrl-C",
             "",
         ]

@@ -31,8 +31,8 @@ def script_by_section(index: int, body: dict) -> Reply:
 
 
 @pytest.fixture
-async def bakery() -> Stack:
-    stack = await start_stack(ScriptedLLM(script_by_section))
+async def bakery(runlog_url: str | None) -> Stack:
+    stack = await start_stack(ScriptedLLM(script_by_section), runlog_url=runlog_url)
     yield stack  # type: ignore[misc]
     await stack.close()
 

@@ -1,5 +1,6 @@
 """Fault injection: cancel, disconnects and resume, LLM faults, dead or slow peers.
-Every scenario checks the documented frames arrive and nothing is lost or leaks."""
+Every scenario checks the documented frames arrive and nothing is lost or leaks, on both
+run-log backends (the `runlog_url` fixture: in memory, and Redis Streams)."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ async def run_frames_until(client: ProtocolClient, kind: str, *, count: int = 1,
 # --- cancel and disconnect -----------------------------------------------------------------
 
 
-async def test_cancel_mid_section_closes_the_llm_stream_within_200ms() -> None:
+async def test_cancel_mid_section_closes_the_llm_stream_within_200ms(runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT), token_delay_s=0.02))
-    stack = await start_stack(llm)
+    stack = await start_stack(llm, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline()})
@@ -85,9 +86,9 @@ async def test_cancel_mid_section_closes_the_llm_stream_within_200ms() -> None:
         await stack.close()
 
 
-async def test_disconnect_is_not_cancel_but_the_grace_period_is() -> None:
+async def test_disconnect_is_not_cancel_but_the_grace_period_is(runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT), token_delay_s=0.01))
-    stack = await start_stack(llm, generator={"run_grace_s": 0.5})
+    stack = await start_stack(llm, generator={"run_grace_s": 0.5}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline()})
@@ -116,10 +117,10 @@ async def _extra_edge(stack: Stack) -> tuple[web.AppRunner, str]:
     return runner, f"http://127.0.0.1:{port}/v1/ws"
 
 
-async def test_fifty_runs_killed_at_random_points_resume_whole() -> None:
+async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str | None) -> None:
     rng = random.Random(20261125)
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(f"Run text {n}. " + LONG_TEXT[:300]), token_delay_s=0.001))
-    stack = await start_stack(llm)
+    stack = await start_stack(llm, runlog_url=runlog_url)
     process, process_port = await start_edge_process(stack.generator_addr)
     other_runner, other_url = await _extra_edge(stack)
     tasks_before = len(asyncio.all_tasks())
@@ -158,12 +159,12 @@ async def test_fifty_runs_killed_at_random_points_resume_whole() -> None:
 # --- LLM faults ------------------------------------------------------------------------------
 
 
-async def test_429_before_the_first_token_is_retried_honouring_retry_after() -> None:
+async def test_429_before_the_first_token_is_retried_honouring_retry_after(runlog_url: str | None) -> None:
     def script(n: int, body: dict[str, Any]) -> Reply:
         return Reply(status=429, retry_after_s=0.3) if n == 0 else Reply(tokens=words("Fine now."))
 
     llm = ScriptedLLM(script)
-    stack = await start_stack(llm, generator={"llm_connect_retries": 2})
+    stack = await start_stack(llm, generator={"llm_connect_retries": 2}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(1)})
@@ -183,9 +184,9 @@ async def test_429_before_the_first_token_is_retried_honouring_retry_after() -> 
         (Reply(status=400), "llm_rejected", 1),  # retrying a rejected request cannot help
     ],
 )
-async def test_llm_status_errors_end_the_run_failed(reply: Reply, code: str, requests: int) -> None:
+async def test_llm_status_errors_end_the_run_failed(reply: Reply, code: str, requests: int, runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: reply)
-    stack = await start_stack(llm, generator={"llm_connect_retries": 2})
+    stack = await start_stack(llm, generator={"llm_connect_retries": 2}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(2)})
@@ -200,8 +201,8 @@ async def test_llm_status_errors_end_the_run_failed(reply: Reply, code: str, req
         await stack.close()
 
 
-async def test_unreachable_llm_fails_the_run_with_llm_unavailable() -> None:
-    stack = await start_stack(generator={"llm_base_url": "http://127.0.0.1:9/v1"})
+async def test_unreachable_llm_fails_the_run_with_llm_unavailable(runlog_url: str | None) -> None:
+    stack = await start_stack(generator={"llm_base_url": "http://127.0.0.1:9/v1"}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(1)})
@@ -213,7 +214,7 @@ async def test_unreachable_llm_fails_the_run_with_llm_unavailable() -> None:
 
 
 @pytest.mark.parametrize("fault", ["drop", "stall"])
-async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(fault: str) -> None:
+async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(fault: str, runlog_url: str | None) -> None:
     first = words("This attempt will break halfway through its text.")
     second = words("The second attempt is whole.")
 
@@ -223,7 +224,7 @@ async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(fault:
         return Reply(tokens=second)
 
     llm = ScriptedLLM(script)
-    stack = await start_stack(llm, generator={"llm_stall_timeout_s": 0.3})
+    stack = await start_stack(llm, generator={"llm_stall_timeout_s": 0.3}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(1)})
@@ -237,9 +238,9 @@ async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(fault:
         await stack.close()
 
 
-async def test_attempts_exhausted_gives_llm_stream_failed() -> None:
+async def test_attempts_exhausted_gives_llm_stream_failed(runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT), drop_after=2))
-    stack = await start_stack(llm, generator={"section_attempts": 3})
+    stack = await start_stack(llm, generator={"section_attempts": 3}, runlog_url=runlog_url)
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(2)})
@@ -256,9 +257,9 @@ async def test_attempts_exhausted_gives_llm_stream_failed() -> None:
 # --- dead or slow services ---------------------------------------------------------------------
 
 
-async def test_summary_service_down_mid_run_then_back() -> None:
+async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(f"Sentence number {n} is here. And another one for {n}."), token_delay_s=0.01))
-    stack = await start_stack(llm)
+    stack = await start_stack(llm, runlog_url=runlog_url)
     try:
         summary_addr = f"127.0.0.1:{stack.summary.port}"
         client = await stack.connect()
@@ -286,8 +287,8 @@ async def test_summary_service_down_mid_run_then_back() -> None:
         await stack.close()
 
 
-async def test_generator_down_gives_a_retryable_error_at_once_and_recovers() -> None:
-    stack = await start_stack()
+async def test_generator_down_gives_a_retryable_error_at_once_and_recovers(runlog_url: str | None) -> None:
+    stack = await start_stack(runlog_url=runlog_url)
     try:
         generator_addr = stack.generator_addr
         await stack.generator.stop()
@@ -315,9 +316,9 @@ async def test_generator_down_gives_a_retryable_error_at_once_and_recovers() -> 
         await stack.close()
 
 
-async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume() -> None:
+async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(runlog_url: str | None) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT[:400]), token_delay_s=0.01))
-    stack = await start_stack(llm)
+    stack = await start_stack(llm, runlog_url=runlog_url)
     process, port = await start_edge_process(stack.generator_addr)
     try:
         token = stack.token()
@@ -348,11 +349,11 @@ async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume() -> N
         await stack.close()
 
 
-async def test_a_client_that_never_reads_is_closed_4001_and_can_resume() -> None:
+async def test_a_client_that_never_reads_is_closed_4001_and_can_resume(runlog_url: str | None) -> None:
     # ~8 MB of frames: more than the socket buffers hold, so the edge's own queue overflows.
     # (The heartbeat is slowed down: a client that never reads never answers pings either.)
     llm = ScriptedLLM(lambda n, b: Reply(tokens=[f" t{i}" + "x" * 1000 for i in range(8000)]))
-    stack = await start_stack(llm, edge={"send_queue_frames": 64, "heartbeat_s": 120})
+    stack = await start_stack(llm, edge={"send_queue_frames": 64, "heartbeat_s": 120}, runlog_url=runlog_url)
     try:
         raw = await RawWebSocket.connect(
             "127.0.0.1", stack.edge_port, protocols=f"docgen.v1, bearer.{stack.token()}", rcvbuf=4096

@@ -1,11 +1,21 @@
-"""An internal consumer calling the generator directly over gRPC."""
+"""An internal consumer calling the generator directly over gRPC, on both run-log backends."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
+import pytest
 from docgen.v1 import generator_pb2, generator_pb2_grpc, outline_pb2
 
-from tests.support.stack import OUTLINE_3, Stack
+from tests.support.stack import OUTLINE_3, Stack, start_stack
+
+
+@pytest.fixture
+async def stack(runlog_url: str | None) -> AsyncIterator[Stack]:
+    stack = await start_stack(runlog_url=runlog_url)
+    yield stack
+    await stack.close()
 
 
 def outline_message() -> outline_pb2.Outline:

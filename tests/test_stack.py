@@ -31,7 +31,12 @@ OUTLINE_2 = {
     "title": "Keeping bees in a city",
     "sections": [
         {"id": "why", "title": "Why urban bees", "brief": "Motivation", "target_tokens": 40},
-        {"id": "hives", "title": "Choosing a hive", "brief": "Langstroth vs top bar", "target_tokens": 40},
+        {
+            "id": "hives",
+            "title": "Choosing a hive",
+            "brief": "Langstroth vs top bar",
+            "target_tokens": 40,
+        },
     ],
 }
 
@@ -90,8 +95,8 @@ class StackProcess:
             self._changed.set()
         self._changed.set()
 
-    async def wait_for_line(self, predicate: Callable[[str], bool], timeout: float) -> str:
-        deadline = time.monotonic() + timeout
+    async def wait_for_line(self, predicate: Callable[[str], bool], within_s: float) -> str:
+        deadline = time.monotonic() + within_s
         seen = 0
         while True:
             for line in self.lines[seen:]:
@@ -102,25 +107,25 @@ class StackProcess:
                 raise AssertionError(f"the stack ended before the expected line:\n{self.output}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"expected line not seen in {timeout} s:\n{self.output}")
+                raise AssertionError(f"expected line not seen in {within_s} s:\n{self.output}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
                 pass
 
-    async def wait_ready(self, timeout: float = 90.0) -> tuple[int, str]:
+    async def wait_ready(self, within_s: float = 90.0) -> tuple[int, str]:
         """Waits for the banner; records every process the supervisor started; returns the
         page's port and the token from the URL fragment."""
-        await self.wait_for_line(lambda line: line.startswith(BANNER), timeout)
+        await self.wait_for_line(lambda line: line.startswith(BANNER), within_s)
         url_line = await self.wait_for_line(lambda line: "/#token=" in line, 5.0)
         match = TOKEN_IN_URL.search(url_line)
         assert match, url_line
         self.children = psutil.Process(self.process.pid).children(recursive=True)
         return int(match.group(1)), match.group(2)
 
-    async def wait_exit(self, timeout: float) -> int:
-        code = await asyncio.wait_for(self.process.wait(), timeout)
+    async def wait_exit(self, within_s: float) -> int:
+        code = await asyncio.wait_for(self.process.wait(), within_s)
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 5.0)
         return code
@@ -196,7 +201,7 @@ async def test_port_in_use_is_reported_before_anything_starts(stacks: list[Stack
         port = squatter.getsockname()[1]
         env = stack_env(DOCGEN_LLM_BASE_URL="http://127.0.0.1:9/v1", DOCGEN_EDGE_PORT=str(port))
         stack = await start(stacks, env)
-        code = await stack.wait_exit(timeout=30)
+        code = await stack.wait_exit(within_s=30)
     assert code != 0
     assert f"port {port} on 127.0.0.1 is already in use, so the edge cannot start" in stack.output
     assert "started" not in stack.output
@@ -207,14 +212,14 @@ async def test_a_child_that_dies_stops_the_whole_stack_loudly(stacks: list[Stack
     await llm.start()
     try:
         stack = await start(stacks, stack_env(DOCGEN_LLM_BASE_URL=llm.base_url))
-        await stack.wait_ready(timeout=60)
+        await stack.wait_ready(within_s=60)
         assert {"services.summary", "services.generator", "services.edge"} <= {
             p.cmdline()[-1] for p in stack.children
         }
         assert not any("llama_cpp" in " ".join(p.cmdline()) for p in stack.children)
 
         stack.child("services.summary").send_signal(signal.SIGKILL)
-        code = await stack.wait_exit(timeout=20)
+        code = await stack.wait_exit(within_s=20)
     finally:
         await llm.stop()
     assert code != 0
@@ -250,13 +255,15 @@ async def test_make_run_stack_writes_a_document_on_the_bundled_model(
     for i in ends:
         assert frames[i]["usage"]["output_tokens"] > 0
         following = frames[i + 1 :]
-        next_start = next((j for j, f in enumerate(following) if f["type"] == "section_start"), None)
+        next_start = next(
+            (j for j, f in enumerate(following) if f["type"] == "section_start"), None
+        )
         updates = [f for f in following[:next_start] if f["type"] == "summary_update"]
         assert updates and updates[0]["through_section"] == frames[i]["section_id"]
 
     stopping_at = time.monotonic()
     stack.process.send_signal(signal.SIGTERM)
-    code = await stack.wait_exit(timeout=15)
+    code = await stack.wait_exit(within_s=15)
     assert code == 0, stack.output
     assert time.monotonic() - stopping_at < 15
     assert not [p for p in stack.children if alive(p)]

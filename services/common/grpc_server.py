@@ -1,10 +1,13 @@
-"""What every docgen gRPC server carries besides its own service: health and reflection."""
+"""What every docgen gRPC server carries besides its own service: health, reflection, and a
+listening port that is TLS when configured."""
 
 from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from services.common.grpc_tls import GrpcTls
 
 
 def add_health_and_reflection(
@@ -17,6 +20,13 @@ def add_health_and_reflection(
         [*service_full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     return health_servicer
+
+
+def add_port(server: grpc.aio.Server, address: str, tls: GrpcTls | None = None) -> int:
+    """Listens on `address`, over TLS when `tls` is configured; returns the port (0: failed)."""
+    if tls is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, tls.server_credentials())
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, names: list[str], serving: bool) -> None:

@@ -5,6 +5,8 @@ bucket edges, so SLO queries are exact."""
 
 from __future__ import annotations
 
+import logging
+
 import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -71,9 +73,17 @@ SUMMARY_UPDATE_SECONDS = Histogram(
 
 
 def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
-    """Serves /metrics on its own port (generator and summary; the edge serves it itself)."""
-    if port > 0:
+    """Serves /metrics on its own port (generator and summary; the edge serves it itself).
+    A busy port costs the metrics, not the service: it is logged as an error."""
+    if port <= 0:
+        return
+    try:
         prometheus_client.start_http_server(port, addr=host)
+    except OSError as error:
+        logging.getLogger(__name__).error(
+            "cannot serve metrics on %s:%d (%s); set the service's *_METRICS_PORT to a free "
+            "port, or 0 to disable", host, port, error,
+        )
 
 
 def render_latest() -> tuple[bytes, str]:

@@ -2,7 +2,7 @@ from aiohttp import web
 
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
-from services.edge.app import create_app
+from services.edge.app import create_app, server_options
 from services.edge.settings import EdgeSettings
 
 configure_logging("edge")
@@ -14,7 +14,7 @@ web.run_app(
     host=settings.host,
     port=settings.port,
     shutdown_timeout=5.0,
-    access_log=None,
+    **server_options(settings),
     print=lambda *_: None,
 )
 shutdown_tracing()

@@ -7,16 +7,28 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import metrics
-from services.common.grpc_client import insecure_channel
+from services.common.grpc_client import channel
 from services.common.logs import bind_log_context, hash_user
-from services.edge.auth import SUBPROTOCOL, AuthError, TokenVerifier, token_from_handshake
+from services.edge.auth import (
+    SUBPROTOCOL,
+    AuthError,
+    Principal,
+    TokenVerifier,
+    check_origin,
+    refuse_token_in_query,
+    token_from_handshake,
+)
 from services.edge.generator_client import GeneratorClient
+from services.edge.jwks import JwksKeys
+from services.edge.limits import ConnectionLimiter
+from services.edge.redaction import RedactingAccessLogger, http_logger
 from services.edge.schemas import FrameValidator
 from services.edge.session import SocketSession, close_for_shutdown
 from services.edge.settings import EdgeSettings
@@ -32,6 +44,11 @@ GENERATOR_CHANNEL = web.AppKey("generator_channel", grpc.aio.Channel)
 GENERATOR = web.AppKey("generator", GeneratorClient)
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
+CONNECTIONS = web.AppKey("connections", ConnectionLimiter)
+
+# aiohttp's own loggers can quote a request line or header (with a token in it); these get
+# the redacting filter however the server was started.
+AIOHTTP_LOGGERS = ("aiohttp.server", "aiohttp.access", "aiohttp.websocket", "aiohttp.web")
 
 
 def json_error(status: int, code: str, message: str) -> web.Response:
@@ -47,23 +64,55 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     settings = app[SETTINGS]
     if app[SHUTTING_DOWN][0]:
         return json_error(503, "shutting_down", "this edge is shutting down; connect again")
-    origin = request.headers.get("Origin")
-    if origin is None:
-        if not settings.allow_missing_origin:
-            return json_error(403, "origin_required", "an Origin header is required")
-    elif origin not in settings.origins:
-        return json_error(403, "origin_not_allowed", "this Origin may not connect")
-    try:
-        token = token_from_handshake(request.headers)
-        principal = app[VERIFIER].verify(token)
-    except AuthError as error:
-        return json_error(error.status, error.code, error.message)
-
     ws = web.WebSocketResponse(
         protocols=(SUBPROTOCOL,),
         heartbeat=settings.heartbeat_s,
         max_msg_size=settings.max_frame_bytes,
     )
+    ip = request.remote or "unknown"
+    try:
+        principal = await admit(request, ws, ip)
+    except AuthError as error:
+        response = json_error(error.status, error.code, error.message)
+        if error.status == 426:
+            response.headers["Upgrade"] = "websocket"
+        return response
+    # No await between admit's last count check and this: the count cannot be overtaken.
+    with app[CONNECTIONS].hold(user_id=principal.user_id, ip=ip):
+        return await serve_socket(request, ws, principal, started)
+
+
+async def admit(request: web.Request, ws: web.WebSocketResponse, ip: str) -> Principal:
+    """Every check of the handshake, before the upgrade; raises `AuthError`. A plain GET
+    gets the answer the upgrade would get (the CLI reads refusals that way) up to the very
+    last check, which is that it is an upgrade at all."""
+    app = request.app
+    settings = app[SETTINGS]
+    connections = app[CONNECTIONS]
+    refuse_token_in_query(request.query.items())
+    check_origin(
+        request.headers,
+        allowed=settings.origins,
+        any_origin=settings.any_origin,
+        allow_missing=settings.allow_missing_origin,
+    )
+    refusal = connections.ip_refusal(ip)
+    if refusal is not None:
+        raise AuthError(429, "too_many_connections", refusal)
+    principal = await app[VERIFIER].verify(token_from_handshake(request.headers))
+    refusal = connections.refusal(user_id=principal.user_id, ip=ip)
+    if refusal is not None:
+        raise AuthError(429, "too_many_connections", refusal)
+    if not ws.can_prepare(request).ok:
+        raise AuthError(426, "upgrade_required", "this is a WebSocket endpoint: send an upgrade")
+    return principal
+
+
+async def serve_socket(
+    request: web.Request, ws: web.WebSocketResponse, principal: Principal, started: float
+) -> web.WebSocketResponse:
+    app = request.app
+    settings = app[SETTINGS]
     await ws.prepare(request)
     metrics.WS_HANDSHAKE_SECONDS.observe(time.perf_counter() - started)
     app[SOCKETS].add(ws)
@@ -118,13 +167,15 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    channel = insecure_channel(settings.generator_addr)
-    app[GENERATOR_CHANNEL] = channel
+    generator_channel = channel(settings.generator_addr, settings.grpc_tls)
+    app[GENERATOR_CHANNEL] = generator_channel
     app[GENERATOR] = GeneratorClient(
-        channel, unary_timeout_s=settings.grpc_timeout_s, stream_timeout_s=settings.stream_timeout_s
+        generator_channel,
+        unary_timeout_s=settings.grpc_timeout_s,
+        stream_timeout_s=settings.stream_timeout_s,
     )
     yield
-    await channel.close()
+    await generator_channel.close()
 
 
 async def on_shutdown(app: web.Application) -> None:
@@ -135,6 +186,18 @@ async def on_shutdown(app: web.Application) -> None:
         await close_for_shutdown(ws)
 
 
+def server_options(settings: EdgeSettings) -> dict[str, Any]:
+    """aiohttp server arguments (for `run_app` or `AppRunner`): handshake header limits, and
+    logs that never carry a token, header or query string."""
+    return {
+        "logger": http_logger("services.edge.http"),
+        "access_log_class": RedactingAccessLogger,
+        "access_log": http_logger("services.edge.access") if settings.access_log else None,
+        "max_line_size": settings.max_header_bytes,
+        "max_field_size": settings.max_header_bytes,
+    }
+
+
 def create_app(settings: EdgeSettings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
@@ -143,7 +206,21 @@ def create_app(settings: EdgeSettings) -> web.Application:
         audience=settings.jwt_audience,
         issuer=settings.jwt_issuer,
         leeway_s=settings.jwt_leeway_s,
+        jwks={
+            issuer: JwksKeys(
+                url,
+                cache_s=settings.jwks_cache_s,
+                min_refresh_s=settings.jwks_min_refresh_s,
+                timeout_s=settings.jwks_timeout_s,
+            )
+            for issuer, url in settings.jwks_urls
+        },
     )
+    app[CONNECTIONS] = ConnectionLimiter(
+        per_user=settings.max_sockets_per_user, per_ip=settings.max_sockets_per_ip
+    )
+    for name in AIOHTTP_LOGGERS:
+        http_logger(name)
     app[VALIDATOR] = FrameValidator()
     app[SOCKETS] = weakref.WeakSet()
     app[SHUTTING_DOWN] = [False]

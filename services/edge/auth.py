@@ -6,18 +6,31 @@ Also a command to mint development tokens: `python -m services.edge.auth mint --
 from __future__ import annotations
 
 import argparse
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
+from services.edge.jwks import ALGORITHMS as JWKS_ALGORITHMS
+from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
 from services.edge.settings import DEV_JWT_SECRET
 
 SUBPROTOCOL = "docgen.v1"
 BEARER_PREFIX = "bearer."
-# Fixed allowlist, never taken from the token header (RFC 8725 §3.1).
+# Fixed allowlist, never taken from the token header (RFC 8725 §3.1): the header's `alg` only
+# says which configured key to try, and jwt.decode then accepts that key's one algorithm.
 HS_ALGORITHMS = ["HS256"]
+MAX_SUBJECT_CHARS = 256
+MAX_KID_CHARS = 256
+# Query parameters that carry a token in the wild; any JWT-shaped value is refused too.
+QUERY_TOKEN_PARAMETERS = frozenset(
+    {"token", "access_token", "id_token", "jwt", "bearer", "auth", "authorization"}
+)
+BROWSER_FETCH_HEADERS = ("Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-Dest")
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
 class AuthError(Exception):
@@ -42,10 +55,41 @@ def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def refuse_token_in_query(query: Iterable[tuple[str, str]]) -> None:
+    """A token in the URL leaks into proxy, browser and server logs: refused, whatever else
+    the handshake carries, so the client learns to stop doing it."""
+    for name, value in query:
+        if name.lower() in QUERY_TOKEN_PARAMETERS or JWT_SHAPE.search(value):
+            raise AuthError(
+                401,
+                "token_in_query_refused",
+                "never put a token in the URL; send it in the handshake as the subprotocol "
+                "'bearer.<JWT>' or the header 'Authorization: Bearer <JWT>'",
+            )
+
+
+def check_origin(
+    headers: Mapping[str, str], *, allowed: frozenset[str], any_origin: bool, allow_missing: bool
+) -> None:
+    """Exact match against the allowlist: `https://app.example.evil.com` is not
+    `https://app.example`. Browsers always send Origin on a WebSocket handshake, so a request
+    with a browser's `Sec-Fetch-*` headers and no Origin is refused even when `allow_missing`
+    lets non-browser clients (the CLI, services) connect without one."""
+    origin = headers.get("Origin")
+    if origin is None:
+        browser = any(name in headers for name in BROWSER_FETCH_HEADERS)
+        if browser or not allow_missing:
+            raise AuthError(403, "origin_required", "an Origin header is required")
+    elif not any_origin and origin not in allowed:
+        raise AuthError(403, "origin_not_allowed", "this Origin may not connect")
+
+
 def token_from_handshake(headers: Mapping[str, str]) -> str:
     """The JWT from the `bearer.<jwt>` subprotocol (browsers) or `Authorization: Bearer`."""
     if SUBPROTOCOL not in offered_subprotocols(headers):
-        raise AuthError(400, "subprotocol_required", f"offer the WebSocket subprotocol {SUBPROTOCOL!r}")
+        raise AuthError(
+            400, "subprotocol_required", f"offer the WebSocket subprotocol {SUBPROTOCOL!r}"
+        )
     for item in offered_subprotocols(headers):
         if item.startswith(BEARER_PREFIX):
             return item[len(BEARER_PREFIX) :]
@@ -61,39 +105,102 @@ def token_from_handshake(headers: Mapping[str, str]) -> str:
 
 
 class TokenVerifier:
-    def __init__(self, *, secret: str, audience: str, issuer: str | None, leeway_s: float) -> None:
+    """Checks a JWT per RFC 8725: HS256 with the shared secret and/or RS256/ES256 with the keys
+    of the JWKS of the token's issuer, looked up by `kid`. `exp`, `aud` and `sub` required;
+    `nbf`/`iat` honoured with the leeway; `iss` checked when configured. Header parameters that
+    point at keys (`jku`, `x5u`, `jwk`, `x5c`) are never read."""
+
+    def __init__(
+        self,
+        *,
+        secret: str | None,
+        audience: str,
+        issuer: str | None,
+        leeway_s: float,
+        jwks: Mapping[str | None, JwksKeys] | None = None,
+    ) -> None:
         self._secret = secret
         self._audience = audience
         self._issuer = issuer
         self._leeway_s = leeway_s
+        self._jwks = dict(jwks or {})
+        """Issuer -> its keys; the key None: one JWKS for any issuer (unchecked)."""
 
-    def verify(self, token: str) -> Principal:
+    async def verify(self, token: str) -> Principal:
         try:
-            claims = jwt.decode(
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise AuthError(401, "invalid_token", "the token is malformed") from None
+        algorithm = header.get("alg")
+        if algorithm in HS_ALGORITHMS and self._secret is not None:
+            claims = self._decode(token, self._secret, "HS256", self._issuer)
+        elif algorithm in JWKS_ALGORITHMS and self._jwks:
+            key, issuer = await self._jwks_key(token, header)
+            claims = self._decode(token, key.key, key.algorithm_name, issuer)
+        else:
+            raise AuthError(401, "invalid_token", "the token's algorithm is not accepted")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_CHARS:
+            raise AuthError(
+                401, "invalid_token", f"the token's 'sub' must be 1..{MAX_SUBJECT_CHARS} characters"
+            )
+        expires_at = claims["exp"]
+        if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            raise AuthError(401, "invalid_token", "the token's 'exp' must be a number")
+        # A far-future exp must not overflow the float the socket's expiry timer needs.
+        return Principal(user_id=subject, expires_at=float(min(expires_at, 2**53)))
+
+    async def _jwks_key(self, token: str, header: dict[str, Any]) -> tuple[jwt.PyJWK, str | None]:
+        """The key that may verify this token: from the JWKS of its (claimed) issuer, by kid.
+        Verification then requires that very issuer, so a key is only good for its issuer."""
+        try:
+            claimed = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError:
+            raise AuthError(401, "invalid_token", "the token is malformed") from None
+        if isinstance(claimed, str) and claimed in self._jwks:
+            keys, issuer = self._jwks[claimed], claimed
+        elif None in self._jwks:
+            keys, issuer = self._jwks[None], None
+        else:
+            raise AuthError(401, "invalid_token", "the token's issuer is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS:
+            raise AuthError(401, "invalid_token", "the token has no usable 'kid' header")
+        try:
+            return await keys.key(kid), issuer
+        except UnknownSigningKey:
+            raise AuthError(401, "invalid_token", "the token's signing key is not known") from None
+        except JwksUnavailable:
+            raise AuthError(
+                503, "auth_unavailable", "the identity provider's keys are unreachable; retry"
+            ) from None
+
+    def _decode(self, token: str, key: Any, algorithm: str, issuer: str | None) -> dict[str, Any]:
+        try:
+            claims: dict[str, Any] = jwt.decode(
                 token,
-                self._secret,
-                algorithms=HS_ALGORITHMS,
+                key,
+                algorithms=[algorithm],
                 audience=self._audience,
-                issuer=self._issuer,
+                issuer=issuer,
                 leeway=self._leeway_s,
                 options={"require": ["exp", "sub", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthError(401, "token_expired", "the token has expired; get a new one") from None
+            problem = ("token_expired", "the token has expired; get a new one")
         except jwt.ImmatureSignatureError:
-            raise AuthError(401, "token_not_yet_valid", "the token is not valid yet (nbf/iat)") from None
+            problem = ("token_not_yet_valid", "the token is not valid yet (nbf/iat)")
         except jwt.InvalidAudienceError:
-            raise AuthError(401, "invalid_token", "the token is not for this audience") from None
+            problem = ("invalid_token", "the token is not for this audience")
         except jwt.InvalidIssuerError:
-            raise AuthError(401, "invalid_token", "the token's issuer is not accepted") from None
+            problem = ("invalid_token", "the token's issuer is not accepted")
         except jwt.MissingRequiredClaimError as error:
-            raise AuthError(401, "invalid_token", f"the token lacks the {error.claim!r} claim") from None
-        except jwt.InvalidTokenError:
-            raise AuthError(401, "invalid_token", "the token is malformed or its signature is wrong") from None
-        subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject:
-            raise AuthError(401, "invalid_token", "the token's 'sub' must be a non-empty string")
-        return Principal(user_id=subject, expires_at=float(claims["exp"]))
+            problem = ("invalid_token", f"the token lacks the {error.claim!r} claim")
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError):
+            problem = ("invalid_token", "the token is malformed or its signature is wrong")
+        else:
+            return claims
+        raise AuthError(401, *problem)
 
 
 def mint_dev_token(
@@ -110,7 +217,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(prog="python -m services.edge.auth")
     commands = parser.add_subparsers(dest="command", required=True)
-    mint = commands.add_parser("mint", help="print a token signed with DOCGEN_JWT_SECRET (or the dev secret)")
+    mint = commands.add_parser(
+        "mint", help="print a token signed with DOCGEN_JWT_SECRET (or the dev secret)"
+    )
     mint.add_argument("--sub", default="dev", help="the user id (JWT sub)")
     mint.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
     args = parser.parse_args()

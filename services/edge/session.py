@@ -19,6 +19,7 @@ from services.common.tracing import new_trace_id
 from services.edge import frames
 from services.edge.auth import Principal
 from services.edge.generator_client import GeneratorClient, error_from_status
+from services.edge.limits import FrameRateLimit
 from services.edge.schemas import FrameValidator
 from services.edge.settings import EdgeSettings
 
@@ -63,16 +64,34 @@ class SocketSession:
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_outbox())
+        # The leeway that let the token in also applies here, so a token accepted within it is
+        # not closed the moment the socket opens.
         expiry = asyncio.get_running_loop().call_later(
-            max(0.0, self._principal.expires_at - time.time()),
+            max(0.0, self._principal.expires_at + self._settings.jwt_leeway_s - time.time()),
             self._close_soon,
             CloseCode.TOKEN_EXPIRED,
             "token expired",
         )
+        rate = FrameRateLimit(
+            rate=self._settings.frames_per_s,
+            burst=self._settings.frame_burst,
+            close_after=self._settings.flood_close_after,
+        )
         try:
             async for message in self._ws:
+                if message.type in (WSMsgType.TEXT, WSMsgType.BINARY) and not self._admit(rate):
+                    continue
                 if message.type == WSMsgType.TEXT:
-                    await self._handle_text(message.data)
+                    try:
+                        await self._handle_text(message.data)
+                    except Exception:
+                        # A frame this code did not foresee costs that frame, not the socket.
+                        log.exception("a client frame could not be handled")
+                        self._send(
+                            frames.error_frame(
+                                "internal", "this frame could not be handled", retryable=False
+                            )
+                        )
                 elif message.type == WSMsgType.BINARY:
                     self._send(
                         frames.error_frame(
@@ -123,6 +142,28 @@ class SocketSession:
         task.add_done_callback(self._pending.discard)
 
     # --- incoming -------------------------------------------------------------------------
+
+    def _admit(self, rate: FrameRateLimit) -> bool:
+        """Whether to handle this client frame: not once the socket is closing (the token may
+        have expired), and not over the frame rate, which is answered once per burst of drops
+        and, when the client keeps going, with 4501."""
+        if self._closing:
+            return False
+        if rate.admit():
+            return True
+        if rate.flooding:
+            log.warning("closing a socket that floods frames (%d dropped)", rate.dropped_in_a_row)
+            self._close_soon(CloseCode.POLICY_VIOLATION, "frame flood: too many frames per second")
+        elif rate.first_drop:
+            self._send(
+                frames.error_frame(
+                    "rate_limited",
+                    f"over {self._settings.frames_per_s:g} frames per second: frames are being "
+                    "dropped; slow down",
+                    retryable=True,
+                )
+            )
+        return False
 
     async def _handle_text(self, data: str) -> None:
         try:

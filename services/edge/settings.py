@@ -5,7 +5,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from services.common.env import ConfigError, env_bool, env_float, env_int, env_list, env_opt, env_str
+from services.common.env import (
+    ConfigError,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_opt,
+    env_str,
+)
+from services.common.grpc_tls import GrpcTls
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +31,24 @@ class EdgeSettings:
     """Listen port (`DOCGEN_EDGE_PORT`)."""
     generator_addr: str = "127.0.0.1:50051"
     """Generator to dial (`DOCGEN_GENERATOR_ADDR`)."""
-    jwt_secret: str = DEV_JWT_SECRET
-    """HS256 key (`DOCGEN_JWT_SECRET`); the dev default logs a warning."""
+    jwt_secret: str | None = DEV_JWT_SECRET
+    """HS256 key (`DOCGEN_JWT_SECRET`), at least 32 bytes unless `DOCGEN_DEV_MODE=1`. Unset:
+    the public dev secret with a loud warning, or, when a JWKS is configured, no HS256 at all
+    (None)."""
+    dev_mode: bool = False
+    """Development conveniences that weaken security, each logged as a warning: an HS256
+    secret shorter than 32 bytes (`DOCGEN_DEV_MODE`)."""
+    jwks_urls: tuple[tuple[str | None, str], ...] = ()
+    """(issuer, JWKS URL) pairs for RS256/ES256 tokens: `DOCGEN_JWT_JWKS_URLS='iss1=url1,
+    iss2=url2'`, or one `DOCGEN_JWT_JWKS_URL` for `DOCGEN_JWT_ISSUER` (issuer None: any `iss`,
+    unchecked). A token's keys are looked up by its `iss` and then its `kid`."""
+    jwks_cache_s: float = 300.0
+    """How long a fetched JWKS is used before it is fetched again (`DOCGEN_JWT_JWKS_CACHE_S`)."""
+    jwks_min_refresh_s: float = 30.0
+    """A token with an unknown `kid` refetches the JWKS at most this often per issuer, so
+    forged kids cannot hammer the identity provider (`DOCGEN_JWT_JWKS_MIN_REFRESH_S`)."""
+    jwks_timeout_s: float = 5.0
+    """Timeout of one JWKS fetch (`DOCGEN_JWT_JWKS_TIMEOUT_S`)."""
     jwt_audience: str = "docgen"
     """Required `aud` (`DOCGEN_JWT_AUDIENCE`)."""
     jwt_issuer: str | None = None
@@ -33,7 +58,9 @@ class EdgeSettings:
     allowed_origins: tuple[str, ...] = ()
     """Exact Origin values allowed (`DOCGEN_ALLOWED_ORIGINS`); default: the edge's own."""
     allow_missing_origin: bool = True
-    """Accept handshakes without Origin, i.e. non-browser clients (`DOCGEN_ALLOW_NO_ORIGIN`)."""
+    """Accept handshakes without Origin, i.e. non-browser clients (`DOCGEN_ALLOW_NO_ORIGIN`).
+    Browsers always send Origin on a WebSocket handshake, so a browser-style request (one with
+    `Sec-Fetch-*` headers) without it is refused regardless."""
     heartbeat_s: float = 20.0
     """Server pings every this many seconds; a socket silent for 1.5x this is dropped
     (`DOCGEN_WS_HEARTBEAT_S`)."""
@@ -48,10 +75,38 @@ class EdgeSettings:
     stream_timeout_s: float = 3600.0
     """Deadline of one follow stream; the edge re-attaches transparently when it expires
     (`DOCGEN_STREAM_TIMEOUT_S`)."""
+    frames_per_s: float = 10.0
+    """Client frames accepted per second per socket, sustained (`DOCGEN_WS_FRAMES_PER_S`);
+    a frame over the budget is dropped and answered with `rate_limited`."""
+    frame_burst: int = 30
+    """Client frames a socket may send at once before the per-second budget applies
+    (`DOCGEN_WS_FRAME_BURST`)."""
+    flood_close_after: int = 50
+    """Frames dropped in a row for the rate limit before the socket is closed with 4501
+    (`DOCGEN_WS_FLOOD_CLOSE_AFTER`)."""
+    max_sockets_per_user: int = 16
+    """Open sockets per user (JWT `sub`); more are refused with 429 before the upgrade
+    (`DOCGEN_WS_MAX_SOCKETS_PER_USER`, 0: no limit)."""
+    max_sockets_per_ip: int = 64
+    """Open sockets per client IP as the edge sees it (the proxy's, behind one); more are
+    refused with 429 before the upgrade (`DOCGEN_WS_MAX_SOCKETS_PER_IP`, 0: no limit)."""
+    max_header_bytes: int = 8190
+    """Longest HTTP request line and header field; longer ones are answered 400 by aiohttp
+    before any handler runs (`DOCGEN_HTTP_MAX_HEADER_BYTES`)."""
+    access_log: bool = False
+    """One redacted line per HTTP request (path without query, status, time): never a
+    header, query string or token (`DOCGEN_EDGE_ACCESS_LOG`)."""
+    grpc_tls: GrpcTls | None = None
+    """TLS to the generator (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
 
     @property
     def uses_dev_secret(self) -> bool:
         return self.jwt_secret == DEV_JWT_SECRET
+
+    @property
+    def any_origin(self) -> bool:
+        """`DOCGEN_ALLOWED_ORIGINS=*`: every Origin is accepted (only when set explicitly)."""
+        return "*" in self.allowed_origins
 
     @property
     def origins(self) -> frozenset[str]:
@@ -61,29 +116,95 @@ class EdgeSettings:
 
     @classmethod
     def from_env(cls) -> EdgeSettings:
+        dev_mode = env_bool("DOCGEN_DEV_MODE", cls.dev_mode)
+        issuer = env_opt("DOCGEN_JWT_ISSUER")
+        jwks_urls = _jwks_urls(issuer)
         secret = env_opt("DOCGEN_JWT_SECRET")
-        if secret is None:
+        # With a JWKS and no secret, HS256 is off: the public dev secret never sits beside
+        # real keys.
+        if secret is None and not jwks_urls:
             log.warning(
                 "DOCGEN_JWT_SECRET is not set: using the public development secret. "
                 "Anyone can mint tokens for this edge; set a secret of >= %d bytes in production.",
                 MIN_SECRET_BYTES,
             )
             secret = DEV_JWT_SECRET
-        elif len(secret.encode()) < MIN_SECRET_BYTES:
-            raise ConfigError(f"DOCGEN_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long")
+        elif secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
+            if not dev_mode:
+                raise ConfigError(
+                    f"DOCGEN_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes long "
+                    "(DOCGEN_DEV_MODE=1 allows a shorter one for local development)"
+                )
+            log.warning(
+                "DOCGEN_DEV_MODE=1: accepting a DOCGEN_JWT_SECRET shorter than %d bytes; "
+                "tokens signed with it can be brute-forced. Never do this in production.",
+                MIN_SECRET_BYTES,
+            )
+        allowed_origins = env_list("DOCGEN_ALLOWED_ORIGINS", ())
+        if "*" in allowed_origins:
+            log.warning("DOCGEN_ALLOWED_ORIGINS=*: any web page may open sockets to this edge")
         return cls(
             host=env_str("DOCGEN_EDGE_HOST", cls.host),
             port=env_int("DOCGEN_EDGE_PORT", cls.port, minimum=0),
             generator_addr=env_str("DOCGEN_GENERATOR_ADDR", cls.generator_addr),
             jwt_secret=secret,
+            dev_mode=dev_mode,
+            jwks_urls=jwks_urls,
+            jwks_cache_s=env_float("DOCGEN_JWT_JWKS_CACHE_S", cls.jwks_cache_s, minimum=1),
+            jwks_min_refresh_s=env_float(
+                "DOCGEN_JWT_JWKS_MIN_REFRESH_S", cls.jwks_min_refresh_s, minimum=0
+            ),
+            jwks_timeout_s=env_float("DOCGEN_JWT_JWKS_TIMEOUT_S", cls.jwks_timeout_s, minimum=0.1),
             jwt_audience=env_str("DOCGEN_JWT_AUDIENCE", cls.jwt_audience),
-            jwt_issuer=env_opt("DOCGEN_JWT_ISSUER"),
+            jwt_issuer=issuer,
             jwt_leeway_s=env_float("DOCGEN_JWT_LEEWAY_S", cls.jwt_leeway_s, minimum=0),
-            allowed_origins=env_list("DOCGEN_ALLOWED_ORIGINS", ()),
+            allowed_origins=allowed_origins,
             allow_missing_origin=env_bool("DOCGEN_ALLOW_NO_ORIGIN", cls.allow_missing_origin),
             heartbeat_s=env_float("DOCGEN_WS_HEARTBEAT_S", cls.heartbeat_s, minimum=0.1),
             max_frame_bytes=env_int("DOCGEN_WS_MAX_FRAME_BYTES", cls.max_frame_bytes, minimum=1024),
-            send_queue_frames=env_int("DOCGEN_WS_SEND_QUEUE_FRAMES", cls.send_queue_frames, minimum=16),
+            send_queue_frames=env_int(
+                "DOCGEN_WS_SEND_QUEUE_FRAMES", cls.send_queue_frames, minimum=16
+            ),
             grpc_timeout_s=env_float("DOCGEN_GRPC_TIMEOUT_S", cls.grpc_timeout_s, minimum=0.1),
             stream_timeout_s=env_float("DOCGEN_STREAM_TIMEOUT_S", cls.stream_timeout_s, minimum=1),
+            frames_per_s=env_float("DOCGEN_WS_FRAMES_PER_S", cls.frames_per_s, minimum=0.1),
+            frame_burst=env_int("DOCGEN_WS_FRAME_BURST", cls.frame_burst, minimum=1),
+            flood_close_after=env_int(
+                "DOCGEN_WS_FLOOD_CLOSE_AFTER", cls.flood_close_after, minimum=1
+            ),
+            max_sockets_per_user=env_int(
+                "DOCGEN_WS_MAX_SOCKETS_PER_USER", cls.max_sockets_per_user, minimum=0
+            ),
+            max_sockets_per_ip=env_int(
+                "DOCGEN_WS_MAX_SOCKETS_PER_IP", cls.max_sockets_per_ip, minimum=0
+            ),
+            max_header_bytes=env_int(
+                "DOCGEN_HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024
+            ),
+            access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
+            grpc_tls=GrpcTls.from_env(),
         )
+
+
+def _jwks_urls(issuer: str | None) -> tuple[tuple[str | None, str], ...]:
+    """`DOCGEN_JWT_JWKS_URLS` (issuer=url pairs) or `DOCGEN_JWT_JWKS_URL` (for `issuer`)."""
+    single = env_opt("DOCGEN_JWT_JWKS_URL")
+    pairs = env_list("DOCGEN_JWT_JWKS_URLS", ())
+    if single and pairs:
+        raise ConfigError("set DOCGEN_JWT_JWKS_URL or DOCGEN_JWT_JWKS_URLS, not both")
+    if single:
+        if issuer is None:
+            log.warning(
+                "DOCGEN_JWT_JWKS_URL without DOCGEN_JWT_ISSUER: any issuer's token signed by a "
+                "key of that JWKS is accepted; set the issuer"
+            )
+        return ((issuer, single),)
+    parsed: list[tuple[str | None, str]] = []
+    for pair in pairs:
+        name, _, url = pair.partition("=")
+        if not name.strip() or not url.strip():
+            raise ConfigError(f"DOCGEN_JWT_JWKS_URLS: {pair!r} is not issuer=url")
+        parsed.append((name.strip(), url.strip()))
+    if len({name for name, _ in parsed}) != len(parsed):
+        raise ConfigError("DOCGEN_JWT_JWKS_URLS names an issuer twice")
+    return tuple(parsed)

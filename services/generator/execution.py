@@ -16,7 +16,8 @@ from docgen.v1 import events_pb2, outline_pb2, summary_pb2
 from services.common import metrics
 from services.common.tracing import outgoing_headers
 from services.generator.prompts import build_section_messages
-from services.generator.runlog import RunLog
+from services.generator.resume import ResumePoint
+from services.generator.runlog import RunEventLog
 from services.generator.section_writer import LLMError, SectionWriter
 from services.generator.settings import GeneratorSettings
 
@@ -50,7 +51,7 @@ class RunExecution:
     def __init__(
         self,
         *,
-        run_log: RunLog,
+        run_log: RunEventLog,
         outline: outline_pb2.Outline,
         request_id: str,
         writer: SectionWriter,
@@ -77,20 +78,28 @@ class RunExecution:
         """The latest summary available; this is what the next section's prompt gets."""
         return self._summary.text
 
-    async def execute(self) -> None:
+    async def execute(self, resume: ResumePoint | None = None) -> None:
+        """Writes the run from its start or, when another generator's run is taken over, from
+        `resume`: the interrupted section starts again with its next attempt."""
         started = time.monotonic()
         status = events_pb2.RUN_STATUS_COMPLETED
-        self._log.append(
-            run_started=events_pb2.RunStarted(
-                document_id=self._outline.document_id,
-                request_id=self._request_id,
-                section_ids=[s.id for s in self._outline.sections],
+        if resume is None:
+            self._log.append(
+                run_started=events_pb2.RunStarted(
+                    document_id=self._outline.document_id,
+                    request_id=self._request_id,
+                    section_ids=[s.id for s in self._outline.sections],
+                )
             )
-        )
+            resume = ResumePoint(next_index=0, next_attempt=1)
+        else:
+            started -= resume.elapsed_s
+            self._restore(resume)
         try:
-            for index in range(len(self._outline.sections)):
-                text, ended_at = await self._write_section(index)
-                await self._update_summary(index, text, ended_at)
+            if resume.end_status is not None:
+                status = resume.end_status  # the previous writer was ending it already
+            else:
+                await self._write_sections(resume)
             if self._refinement is not None:
                 # The last refinement may still improve the final summary; it has its own deadline.
                 await self._refinement
@@ -125,11 +134,29 @@ class RunExecution:
             extra={"status": status_name, "duration_ms": duration_ms, "output_tokens": self._output_tokens},
         )
 
-    async def _write_section(self, index: int) -> tuple[str, float]:
+    def _restore(self, resume: ResumePoint) -> None:
+        self._summary = resume.summary
+        self._summary_through = resume.summary_through
+        self._summary_version = resume.summary_version
+        self._output_tokens = resume.output_tokens
+        self._sections_completed = resume.sections_completed
+
+    async def _write_sections(self, resume: ResumePoint) -> None:
+        if resume.pending_summary_text is not None:
+            index = resume.next_index - 1
+            await self._update_summary(index, resume.pending_summary_text, time.monotonic())
+        for index in range(resume.next_index, len(self._outline.sections)):
+            first_attempt = resume.next_attempt if index == resume.next_index else 1
+            text, ended_at = await self._write_section(index, first_attempt)
+            await self._update_summary(index, text, ended_at)
+
+    async def _write_section(self, index: int, first_attempt: int = 1) -> tuple[str, float]:
         section = self._outline.sections[index]
         messages = build_section_messages(self._outline, index, self.summary_text)
-        max_attempts = self._settings.section_attempts
-        for attempt in range(1, max_attempts + 1):
+        # A run taken over mid-section gets a whole new set of attempts: losing the
+        # generator was not the LLM's fault.
+        last_attempt = first_attempt + self._settings.section_attempts - 1
+        for attempt in range(first_attempt, last_attempt + 1):
             started = time.monotonic()
             self._log.append(
                 section_start=events_pb2.SectionStart(
@@ -159,7 +186,7 @@ class RunExecution:
                 self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_CANCELLED, len(parts), 0, started)
                 raise
             except LLMError as error:
-                if error.retryable and error.code == "llm_stream_failed" and attempt < max_attempts:
+                if error.retryable and error.code == "llm_stream_failed" and attempt < last_attempt:
                     log.warning(
                         "section attempt failed; retrying",
                         extra={"section_id": section.id, "attempt": attempt, "error": str(error)},
@@ -272,6 +299,12 @@ class RunExecution:
         self._summary_through = index
         self._summary_version += 1
         latency_s = time.monotonic() - ended_at
+        # Stored with the event below, so a generator taking the run over prompts with it.
+        self._log.record_state(
+            summary=update.summary.SerializeToString(),
+            summary_through=index,
+            summary_version=self._summary_version,
+        )
         self._log.append(
             summary_update=events_pb2.SummaryUpdate(
                 version=self._summary_version,

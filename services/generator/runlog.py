@@ -1,11 +1,16 @@
-"""A run's ordered event log: gap-free `seq`, replay from any cursor, then live follow."""
+"""A run's ordered event log: gap-free `seq`, replay from any cursor, then live follow.
+
+`RunEventLog` is what a run's writer and its followers need, whatever stores the log; `RunLog`
+keeps it in this process (the default). `services/generator/redis_runs.py` keeps it in Redis
+Streams, shared by every generator.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 from docgen.v1 import events_pb2
 
@@ -17,6 +22,49 @@ class CursorOutOfRange(Exception):
         super().__init__(f"after_seq={after_seq} is past the last event (seq={last_seq})")
         self.after_seq = after_seq
         self.last_seq = last_seq
+
+
+class RunLogUnavailable(Exception):
+    """The shared store of run logs could not be reached in time (retryable)."""
+
+
+class RunLost(Exception):
+    """The run's log vanished from the shared store while it was followed (it expired, or the
+    store restarted without its data)."""
+
+
+class RunEventLog(Protocol):
+    """A run's log as its writer (`RunExecution`) and the servicer see it."""
+
+    run_id: str
+
+    @property
+    def last_seq(self) -> int:
+        """The writer's last appended `seq`."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """True once `run_end` is known to be appended."""
+        ...
+
+    def append(self, **payload: Any) -> events_pb2.RunEvent:
+        """Appends one event (one oneof field of `RunEvent`) with the next `seq`."""
+        ...
+
+    def record_state(self, **fields: str | bytes | int) -> None:
+        """Remembers writer state stored together with the events appended so far (the
+        summary a new writer needs to take the run over); a no-op where runs cannot move."""
+        ...
+
+    def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
+        """Every event with `seq > after_seq`, stored then live, ending after `run_end`;
+        raises `CursorOutOfRange` first if `after_seq` is past the log."""
+        ...
+
+    async def aclose(self) -> None:
+        """Waits until every appended event is stored."""
+        ...
 
 
 class RunLog:
@@ -55,6 +103,12 @@ class RunLog:
         woken, self._appended = self._appended, asyncio.Event()
         woken.set()
         return event
+
+    def record_state(self, **fields: str | bytes | int) -> None:
+        """Nothing to record: an in-memory run never moves to another process."""
+
+    async def aclose(self) -> None:
+        """Nothing to wait for: appends are stored at once."""
 
     def events_after(self, after_seq: int) -> list[events_pb2.RunEvent]:
         return self._events[after_seq:]

@@ -1,5 +1,7 @@
 """Every run the generator owns: start, find (per user), cancel, subscriber accounting with
-a grace period, and expiry after the TTL."""
+a grace period, and expiry after the TTL. With a shared store (Redis) also runs written by
+other generators: found, followed and cancelled through the store, and taken over when their
+writer dies."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -17,13 +20,27 @@ from services.common import metrics
 from services.common.logs import hash_user, set_log_context
 from services.common.tracing import new_trace_id
 from services.generator.execution import RunExecution, SummaryUpdater
-from services.generator.runlog import RunLog
+from services.generator.resume import ResumePoint
+from services.generator.runlog import RunEventLog, RunLogUnavailable
+from services.generator.runstore import AdoptedRun, MemoryRunStore, RunStore
 from services.generator.section_writer import SectionWriter
 from services.generator.settings import GeneratorSettings
 
 log = logging.getLogger(__name__)
 
 MAX_TARGET_TOKENS = 4096
+# The edge's JSON Schema (schemas/client/generate.json) has the same limits; gRPC callers do
+# not pass through it, so they are checked here too.
+MAX_SECTIONS = 64
+MAX_DOCUMENT_ID_CHARS = 128
+MAX_SECTION_ID_CHARS = 64
+MAX_TITLE_CHARS = 300
+MAX_BRIEF_CHARS = 4000
+MAX_OUTLINE_TOKENS = 32_768
+# C0 controls, DEL, C1 controls: invisible, and able to reshape a prompt or a terminal; no
+# outline needs them. A brief may hold tabs and newlines; ids and titles are single-line.
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL_CHARACTER_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class RunNotFound(Exception):
@@ -38,12 +55,46 @@ class InvalidOutline(ValueError):
     """The outline cannot be written; the message lists every problem."""
 
 
-def validate_outline(outline: outline_pb2.Outline) -> None:
+def _text_problem(where: str, text: str, max_chars: int, multiline: bool = False) -> str | None:
+    if len(text) > max_chars:
+        return f"{where} is longer than {max_chars} characters"
+    control = (CONTROL_CHARACTER_BUT_TAB_NEWLINE if multiline else CONTROL_CHARACTER).search(text)
+    if control is not None:
+        return f"{where} contains the control character U+{ord(control.group()):04X}"
+    return None
+
+
+def validate_outline(
+    outline: outline_pb2.Outline, *, max_total_tokens: int = MAX_OUTLINE_TOKENS
+) -> None:
     problems: list[str] = []
     if not outline.title.strip():
         problems.append("title is empty")
     if not outline.sections:
         problems.append("sections is empty: an outline needs at least one section")
+    if len(outline.sections) > MAX_SECTIONS:
+        problems.append(f"sections has {len(outline.sections)} entries, more than {MAX_SECTIONS}")
+        raise InvalidOutline("; ".join(problems))  # not worth listing each one's problems
+    texts = [
+        ("document_id", outline.document_id, MAX_DOCUMENT_ID_CHARS, False),
+        ("title", outline.title, MAX_TITLE_CHARS, False),
+    ]
+    for index, section in enumerate(outline.sections):
+        texts += [
+            (f"sections[{index}].id", section.id, MAX_SECTION_ID_CHARS, False),
+            (f"sections[{index}].title", section.title, MAX_TITLE_CHARS, False),
+            (f"sections[{index}].brief", section.brief, MAX_BRIEF_CHARS, True),
+        ]
+    problems += [
+        problem
+        for where, text, limit, multiline in texts
+        if (problem := _text_problem(where, text, limit, multiline))
+    ]
+    total_tokens = sum(section.target_tokens for section in outline.sections)
+    if total_tokens > max_total_tokens:
+        problems.append(
+            f"the sections' target_tokens add up to {total_tokens}, more than {max_total_tokens}"
+        )
     seen: set[str] = set()
     for index, section in enumerate(outline.sections):
         where = f"sections[{index}]"
@@ -64,8 +115,9 @@ def validate_outline(outline: outline_pb2.Outline) -> None:
 class Run:
     run_id: str
     user_id: str
-    log: RunLog
+    log: RunEventLog
     task: asyncio.Task[None] | None = None
+    """None for a run another generator writes (found through a shared store)."""
     subscribers: int = 0
     grace_timer: asyncio.TimerHandle | None = None
     cancel_requested: bool = field(default=False)
@@ -84,18 +136,24 @@ class RunRegistry:
         settings: GeneratorSettings,
         # The prefix keeps ids from starting with "-" (command lines read that as an option).
         new_run_id: Callable[[], str] = lambda: "run_" + secrets.token_urlsafe(16),
+        store: RunStore | None = None,
     ) -> None:
         self._writer = writer
         self._summaries = summaries
         self._settings = settings
         self._new_run_id = new_run_id
+        self._store: RunStore = store or MemoryRunStore()
         self._runs: dict[str, Run] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        await self._store.open(self)
 
     @property
     def active_runs(self) -> int:
         return sum(1 for run in self._runs.values() if not run.ended)
 
-    def start(
+    async def start(
         self,
         outline: outline_pb2.Outline,
         *,
@@ -103,7 +161,7 @@ class RunRegistry:
         request_id: str = "",
         trace_id: str | None = None,
     ) -> Run:
-        validate_outline(outline)
+        validate_outline(outline, max_total_tokens=self._settings.max_outline_tokens)
         active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
         if active >= self._settings.max_active_runs_per_user:
             raise TooManyRuns(
@@ -111,7 +169,40 @@ class RunRegistry:
                 f"{self._settings.max_active_runs_per_user}); cancel one or wait for it to end"
             )
         run_id = self._new_run_id()
-        run = Run(run_id=run_id, user_id=user_id, log=RunLog(run_id))
+        trace_id = trace_id or new_trace_id()
+        run_log = await self._store.create(
+            run_id, user_id=user_id, outline=outline, request_id=request_id, trace_id=trace_id
+        )
+        run = Run(run_id=run_id, user_id=user_id, log=run_log)
+        context = self._launch(run, outline, request_id, trace_id, resume=None)
+        context.run(log.info, "run started", extra={"sections": len(outline.sections)})
+        return run
+
+    def adopt(self, adopted: AdoptedRun) -> None:
+        """Writes on a run taken over from a generator that died (called by the store)."""
+        run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
+        trace_id = adopted.trace_id or new_trace_id()
+        context = self._launch(run, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume)
+        context.run(
+            log.info,
+            "run taken over",
+            extra={"next_section": adopted.resume.next_index if adopted.resume else 0,
+                   "attempt": adopted.resume.next_attempt if adopted.resume else 1},
+        )
+        if adopted.cancel_requested:
+            # After the task's first step, so that it ends the run with the usual frames.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(lambda: self._cancel(run, reason="cancelled by its user"))
+
+    def _launch(
+        self,
+        run: Run,
+        outline: outline_pb2.Outline,
+        request_id: str,
+        trace_id: str,
+        *,
+        resume: ResumePoint | None,
+    ) -> contextvars.Context:
         execution = RunExecution(
             run_log=run.log,
             outline=outline,
@@ -122,31 +213,67 @@ class RunRegistry:
         )
         # The run's task logs with its own ids, and passes the trace id on to every hop.
         context = contextvars.copy_context()
-        context.run(
-            set_log_context, trace_id=trace_id or new_trace_id(), run_id=run_id, user=hash_user(user_id)
+        user = hash_user(run.user_id)
+        context.run(set_log_context, trace_id=trace_id, run_id=run.run_id, user=user)
+        run.task = asyncio.create_task(
+            self._write(run, execution, resume), name=f"run-{run.run_id}", context=context
         )
-        run.task = asyncio.create_task(execution.execute(), name=f"run-{run_id}", context=context)
         metrics.ACTIVE_RUNS.inc()
         run.task.add_done_callback(lambda _task: self._on_run_done(run))
-        self._runs[run_id] = run
+        self._runs[run.run_id] = run
         # Nobody may ever subscribe (the caller vanished): the grace period applies from now.
         self._arm_grace_timer(run)
-        context.run(log.info, "run started", extra={"sections": len(outline.sections)})
-        return run
+        return context
 
-    def find(self, run_id: str, *, user_id: str) -> Run:
+    @staticmethod
+    async def _write(run: Run, execution: RunExecution, resume: ResumePoint | None) -> None:
+        try:
+            await execution.execute(resume)
+        finally:
+            await run.log.aclose()
+
+    async def find(self, run_id: str, *, user_id: str) -> Run:
         run = self._runs.get(run_id)
+        if run is None and self._store.shared:
+            stored = await self._store.lookup(run_id)
+            if stored is not None:
+                run = Run(run_id=run_id, user_id=stored.user_id, log=stored.log)
         if run is None or run.user_id != user_id:
             raise RunNotFound(f"no run {run_id!r} for this user (unknown, expired, or not yours)")
         return run
 
-    def cancel(self, run_id: str, *, user_id: str) -> bool:
+    async def cancel(self, run_id: str, *, user_id: str) -> bool:
         """Cancels the run; returns True when it had already ended (idempotent)."""
-        run = self.find(run_id, user_id=user_id)
+        run = await self.find(run_id, user_id=user_id)
         if run.ended:
             return True
+        if run.task is None:
+            await self._store.request_cancel(run_id)  # another generator writes it
+            return False
         self._cancel(run, reason="cancelled by its user")
         return False
+
+    def cancel_local(self, run_id: str) -> None:
+        """A cancel that reached another generator (called by the store)."""
+        run = self._runs.get(run_id)
+        if run is not None and not run.ended:
+            self._cancel(run, reason="cancelled by its user")
+
+    def abandon(self, run_id: str, *, reason: str) -> None:
+        """Stops writing the run without ending it: another generator takes it over (its
+        lease was lost, the store was unreachable too long, or this generator is stopping)."""
+        run = self._runs.get(run_id)
+        if run is None or run.task is None:
+            return
+        del self._runs[run_id]
+        self._store.fence(run_id)
+        if run.grace_timer is not None:
+            run.grace_timer.cancel()
+            run.grace_timer = None
+        if not run.task.done():
+            log.warning("run handed over", extra={"run_id": run_id, "reason": reason})
+            run.cancel_requested = True
+            run.task.cancel()
 
     @contextlib.asynccontextmanager
     async def subscription(self, run: Run) -> AsyncIterator[Run]:
@@ -157,40 +284,83 @@ class RunRegistry:
             run.grace_timer.cancel()
             run.grace_timer = None
         try:
+            await self._store.watch(run.run_id)
             yield run
         finally:
+            self._store.unwatch(run.run_id)
             run.subscribers -= 1
             metrics.RUN_SUBSCRIBERS.dec()
-            if run.subscribers == 0 and not run.ended:
+            if run.subscribers == 0 and not run.ended and run.task is not None:
                 self._arm_grace_timer(run)
 
     async def close(self) -> None:
-        """Cancels every unfinished run and waits until each has appended `run_end`."""
+        """Cancels every unfinished run and waits until each has appended `run_end`. With a
+        shared store the runs are handed over instead: another generator takes each one over
+        and restarts its current section."""
         tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
-        for run in self._runs.values():
-            if not run.ended:
+        for run in list(self._runs.values()):
+            if run.ended:
+                continue
+            if self._store.shared:
+                self.abandon(run.run_id, reason="generator shutting down")
+            else:
                 self._cancel(run, reason="generator shutting down")
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        for check in list(self._checks):
+            check.cancel()
+        await self._store.close()
+
+    async def disconnect(self) -> None:
+        """Closes the store's connections (after the last follower's stream)."""
+        await self._store.disconnect()
 
     def _cancel(self, run: Run, *, reason: str) -> None:
-        if run.task is not None and not run.task.done() and not run.cancel_requested:
+        # An ended run may still be storing its last events: never cut that short.
+        if run.task is None or run.task.done() or run.ended:
+            return
+        if not run.cancel_requested:
             run.cancel_requested = True
             log.info("run cancelling", extra={"run_id": run.run_id, "reason": reason})
             run.task.cancel()
 
-    def _arm_grace_timer(self, run: Run) -> None:
+    def _arm_grace_timer(self, run: Run, delay_s: float | None = None) -> None:
         if run.grace_timer is not None:
             run.grace_timer.cancel()
         loop = asyncio.get_running_loop()
         run.grace_timer = loop.call_later(
-            self._settings.run_grace_s,
-            lambda: self._cancel(run, reason="no subscriber for the grace period"),
+            self._settings.run_grace_s if delay_s is None else delay_s, self._grace_expired, run
         )
+
+    def _grace_expired(self, run: Run) -> None:
+        if not self._store.shared:
+            self._cancel(run, reason="no subscriber for the grace period")
+            return
+        # Followers may be attached through other generators: ask the store first.
+        check = asyncio.create_task(self._check_followers(run))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _check_followers(self, run: Run) -> None:
+        try:
+            followed_for = await self._store.followed_for(run.run_id)
+        except RunLogUnavailable:
+            followed_for = self._settings.run_grace_s
+        if run.subscribers or run.ended or self._runs.get(run.run_id) is not run:
+            return
+        if followed_for > 0:
+            self._arm_grace_timer(run, followed_for)
+        else:
+            self._cancel(run, reason="no subscriber for the grace period")
 
     def _on_run_done(self, run: Run) -> None:
         metrics.ACTIVE_RUNS.dec()
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None
+        if self._store.shared:
+            # The store keeps it (for the TTL): find() reads it from there.
+            if self._runs.get(run.run_id) is run:
+                del self._runs[run.run_id]
+            return
         asyncio.get_running_loop().call_later(self._settings.run_ttl_s, self._runs.pop, run.run_id, None)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +123,10 @@ class SectionWriter:
         stall_timeout_s: float,
         retry: RetryPolicy | None = None,
         on_retry: Callable[[LLMUnavailable], None] | None = None,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self._client = client
+        self._extra_body = dict(extra_body) if extra_body else None
         self._model = model
         self._temperature = temperature
         self._stall_timeout_s = stall_timeout_s
@@ -183,6 +185,7 @@ class SectionWriter:
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_headers=extra_headers,
+                extra_body=self._extra_body,
             ) as response:
                 stream_open = True
                 lines = response.iter_lines().__aiter__()

@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 
 import grpc
 import openai
-from docgen.v1 import generator_pb2, generator_pb2_grpc
+from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
-from services.common.grpc_client import insecure_channel
-from services.common.grpc_server import add_health_and_reflection, set_serving
+from services.common.grpc_client import channel
+from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
 from services.common import metrics
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
-from services.generator.runlog import CursorOutOfRange
-from services.generator.runs import InvalidOutline, RunNotFound, RunRegistry, TooManyRuns
+from services.generator.runlog import CursorOutOfRange, RunLogUnavailable, RunLost
+from services.generator.runs import InvalidOutline, Run, RunNotFound, RunRegistry, TooManyRuns
+from services.generator.runstore import open_run_store
 from services.generator.section_writer import RetryPolicy, SectionWriter
 from services.generator.settings import GeneratorSettings
 from services.generator.summary_client import GrpcSummaryUpdater
@@ -38,7 +39,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         if not request.user_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
         try:
-            run = self._registry.start(
+            run = await self._registry.start(
                 request.outline,
                 user_id=request.user_id,
                 request_id=request.request_id,
@@ -48,32 +49,47 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
         except TooManyRuns as error:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        async with self._registry.subscription(run):
-            async for event in run.log.follow(0):
-                yield generator_pb2.StartRunResponse(event=event)
+        except RunLogUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        async for event in self._follow(run, 0, context):
+            yield generator_pb2.StartRunResponse(event=event)
 
     async def AttachRun(
         self, request: generator_pb2.AttachRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.AttachRunResponse]:
         try:
-            run = self._registry.find(request.run_id, user_id=request.user_id)
+            run = await self._registry.find(request.run_id, user_id=request.user_id)
         except RunNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        if request.after_seq > run.log.last_seq:
-            error = CursorOutOfRange(after_seq=request.after_seq, last_seq=run.log.last_seq)
-            await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
-        async with self._registry.subscription(run):
-            async for event in run.log.follow(request.after_seq):
-                yield generator_pb2.AttachRunResponse(event=event)
+        except RunLogUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        async for event in self._follow(run, request.after_seq, context):
+            yield generator_pb2.AttachRunResponse(event=event)
 
     async def CancelRun(
         self, request: generator_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.CancelRunResponse:
         try:
-            already_ended = self._registry.cancel(request.run_id, user_id=request.user_id)
+            already_ended = await self._registry.cancel(request.run_id, user_id=request.user_id)
         except RunNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+        except RunLogUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         return generator_pb2.CancelRunResponse(already_ended=already_ended)
+
+    async def _follow(
+        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[events_pb2.RunEvent]:
+        async with self._registry.subscription(run):
+            try:
+                async for event in run.log.follow(after_seq):
+                    yield event
+            except CursorOutOfRange as error:
+                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
+            except RunLost as error:
+                await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
+            except RunLogUnavailable as error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
 
 
 class GeneratorServer:
@@ -81,7 +97,7 @@ class GeneratorServer:
 
     def __init__(self, settings: GeneratorSettings, address: str | None = None) -> None:
         self.settings = settings
-        self._summary_channel = insecure_channel(settings.summary_addr)
+        self._summary_channel = channel(settings.summary_addr, settings.grpc_tls)
         self._llm = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
@@ -95,18 +111,27 @@ class GeneratorServer:
             stall_timeout_s=settings.llm_stall_timeout_s,
             retry=RetryPolicy(max_retries=settings.llm_connect_retries),
             on_retry=lambda _error: metrics.LLM_RETRIES.labels("request").inc(),
+            extra_body=settings.llm_extra_body,
         )
         self.registry = RunRegistry(
-            writer=writer, summaries=GrpcSummaryUpdater(self._summary_channel), settings=settings
+            writer=writer,
+            summaries=GrpcSummaryUpdater(self._summary_channel),
+            settings=settings,
+            store=open_run_store(settings),
         )
-        self.server = grpc.aio.server()
+        # Each client connection is told to move on (GOAWAY) after 5 minutes; its streams
+        # finish undisturbed, and new calls reconnect, re-resolving `dns:///` names: edges
+        # spread their calls over generators added since (round-robin only balances over
+        # the addresses it knows).
+        self.server = grpc.aio.server(options=[("grpc.max_connection_age_ms", 300_000)])
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(GeneratorServicer(self.registry), self.server)
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
-        self.port = self.server.add_insecure_port(address or settings.addr)
+        self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.addr}")
 
     async def start(self) -> None:
+        await self.registry.open()
         await self.server.start()
         await set_serving(self.health, [SERVICE_NAME], True)
 
@@ -116,8 +141,11 @@ class GeneratorServer:
         await set_serving(self.health, [SERVICE_NAME], False)
         if self.settings.shutdown_drain_s:
             await asyncio.sleep(self.settings.shutdown_drain_s)
+        # With a shared run log, runs are handed over instead (another generator takes each
+        # over within a lease), and followers here keep reading it until the grace ends.
         await self.registry.close()
         await self.server.stop(self.settings.shutdown_grace_s)
+        await self.registry.disconnect()
         await self._summary_channel.close()
         await self._llm.close()
 

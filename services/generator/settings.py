@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from typing import Any
 
-from services.common.env import env_float, env_int, env_opt, env_str
+from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
+from services.common.grpc_tls import GrpcTls
 
 BUNDLED_LLM_BASE_URL = "http://127.0.0.1:8081/v1"
 BUNDLED_LLM_MODEL = "SmolLM2-135M-Instruct"
@@ -24,6 +27,10 @@ class GeneratorSettings:
     """`DOCGEN_LLM_API_KEY`, else `OPENAI_API_KEY`, else a placeholder local servers ignore."""
     llm_temperature: float = 0.7
     """Sampling temperature (`DOCGEN_LLM_TEMPERATURE`)."""
+    llm_extra_body: dict[str, Any] | None = None
+    """A JSON object merged into every chat-completion request (`DOCGEN_LLM_EXTRA_BODY`), for
+    server-specific parameters; e.g. `{"logit_bias": {"2": -100}}` forbids an end-of-sequence
+    token (the benchmark forces full-length sections this way). Unset: nothing is added."""
     llm_connect_retries: int = 3
     """Retries of a request that failed before its first token: 429, 5xx, refused
     (`DOCGEN_LLM_MAX_RETRIES`), with jittered exponential backoff, honouring Retry-After."""
@@ -47,7 +54,24 @@ class GeneratorSettings:
     run_ttl_s: float = 600.0
     """A finished run stays resumable this long (`DOCGEN_RUN_TTL_S`)."""
     max_active_runs_per_user: int = 4
-    """Concurrent unfinished runs per user (`DOCGEN_MAX_RUNS_PER_USER`)."""
+    """Concurrent unfinished runs per user (`DOCGEN_MAX_RUNS_PER_USER`); with a shared run
+    log, per generator replica."""
+    runlog_url: str | None = None
+    """`redis://...` (`DOCGEN_RUNLOG_URL`): run logs in Redis Streams, shared by every
+    generator, so any replica serves a resume or cancel and runs survive the loss of the
+    generator writing them. Unset (the default): runs live in this process's memory."""
+    run_lease_s: float = 5.0
+    """With Redis: a run whose writer has not renewed its lease for this long is taken over
+    by another generator, which restarts the current section (`DOCGEN_RUN_LEASE_S`)."""
+    runlog_retry_s: float = 10.0
+    """With Redis: how long Redis errors are retried before the writer hands its runs over
+    and followers get UNAVAILABLE (`DOCGEN_RUNLOG_RETRY_S`)."""
+    max_outline_tokens: int = 32_768
+    """Largest sum of `target_tokens` over an outline's sections; more is `invalid_outline`
+    (`DOCGEN_MAX_OUTLINE_TOKENS`). Bounds the LLM time one request can buy."""
+    grpc_tls: GrpcTls | None = None
+    """TLS for the gRPC server and the channel to the summary service
+    (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
     metrics_port: int = 9101
     """Prometheus /metrics port, 0 to disable (`DOCGEN_GENERATOR_METRICS_PORT`)."""
     shutdown_drain_s: float = 0.0
@@ -67,6 +91,7 @@ class GeneratorSettings:
             llm_model=env_str("DOCGEN_LLM_MODEL", cls.llm_model),
             llm_api_key=env_opt("DOCGEN_LLM_API_KEY") or env_opt("OPENAI_API_KEY") or cls.llm_api_key,
             llm_temperature=env_float("DOCGEN_LLM_TEMPERATURE", cls.llm_temperature, minimum=0),
+            llm_extra_body=_env_json_object("DOCGEN_LLM_EXTRA_BODY"),
             llm_connect_retries=env_int("DOCGEN_LLM_MAX_RETRIES", cls.llm_connect_retries, minimum=0),
             llm_request_timeout_s=env_float("DOCGEN_LLM_TIMEOUT_S", cls.llm_request_timeout_s, minimum=0.1),
             llm_stall_timeout_s=env_float(
@@ -87,6 +112,13 @@ class GeneratorSettings:
             max_active_runs_per_user=env_int(
                 "DOCGEN_MAX_RUNS_PER_USER", cls.max_active_runs_per_user, minimum=1
             ),
+            runlog_url=env_opt("DOCGEN_RUNLOG_URL"),
+            run_lease_s=env_float("DOCGEN_RUN_LEASE_S", cls.run_lease_s, minimum=0.3),
+            runlog_retry_s=env_float("DOCGEN_RUNLOG_RETRY_S", cls.runlog_retry_s, minimum=0),
+            max_outline_tokens=env_int(
+                "DOCGEN_MAX_OUTLINE_TOKENS", cls.max_outline_tokens, minimum=1
+            ),
+            grpc_tls=GrpcTls.from_env(),
             metrics_port=env_int("DOCGEN_GENERATOR_METRICS_PORT", cls.metrics_port, minimum=0),
             shutdown_drain_s=env_float(
                 "DOCGEN_GENERATOR_SHUTDOWN_DRAIN_S", cls.shutdown_drain_s, minimum=0
@@ -95,3 +127,17 @@ class GeneratorSettings:
                 "DOCGEN_GENERATOR_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0
             ),
         )
+
+
+def _env_json_object(name: str) -> dict[str, Any] | None:
+    """A JSON object from the environment (None when unset), failing loudly with its name."""
+    raw = env_opt(name)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
+    return value

@@ -56,16 +56,17 @@ def bench_document(
     documents: Sequence[Mapping[str, Any]], *, sections: int = 8, section_tokens: int = 600
 ) -> dict[str, Any]:
     """A document of `sections` sections of about `section_tokens` tokens each, made of the
-    given documents' section texts: the titles of the document with the most sections, each
-    section's own text first, then the others' texts in turn until the length is reached, cut
-    at a sentence end. The topics mix, but the sentences, vocabulary and lengths are real prose,
-    which is what the fast path's cost depends on."""
+    given documents' texts: the titles of the document with the most sections, each section's
+    own text first, then the other documents' section texts in turn until the length is
+    reached, cut at a sentence end. The topics mix, but the sentences, vocabulary and lengths
+    are real prose, which is what the fast path's cost depends on."""
     if not documents:
         raise ValueError("no documents")
     base = max(documents, key=lambda d: len(d["sections"]))
-    pool = [s["text"] for d in documents for s in d["sections"]]
+    # The other documents' texts only: a section never repeats its own sentences.
+    pool = [s["text"] for d in documents if d is not base for s in d["sections"]]
     if not pool:
-        raise ValueError("the documents have no sections")
+        raise ValueError("needs a second document with sections to draw text from")
     target_words = round(section_tokens * WORDS_PER_TOKEN)
     built = []
     next_text = 0

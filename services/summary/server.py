@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 import openai
 from docgen.v1 import events_pb2, summary_pb2, summary_pb2_grpc
 
-from services.common.grpc_server import add_health_and_reflection, set_serving
-from services.common.logs import configure_logging
+from services.common import metrics
+from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
+from services.common.logs import configure_logging, set_log_context
 from services.common.otel import configure_tracing, shutdown_tracing
+from services.common.tracing import trace_id_from_metadata
 from services.summary.extractive import ExtractiveSummarizer, SectionDigest, Summary
 from services.summary.refiner import RefinementFailed, SummaryRefiner
 from services.summary.settings import SummarySettings
@@ -61,6 +64,13 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
     ) -> AsyncIterator[summary_pb2.UpdateSummaryResponse]:
         if not request.section.section_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "section.section_id is required")
+        # Each RPC runs in its own task: these fields are on this request's log lines only, and
+        # the trace id goes on to the refinement's LLM request.
+        set_log_context(
+            trace_id=trace_id_from_metadata(context.invocation_metadata()),
+            section_id=request.section.section_id,
+        )
+        started = time.perf_counter()
         # The extractive update is CPU-bound but takes a few milliseconds: run it inline
         # rather than pay a thread hop.
         updated = self._summarizer.update(
@@ -71,11 +81,13 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             document_title=request.document_title,
         )
         fast = summary_to_proto(updated)
+        _observe("extractive", started)
         yield summary_pb2.UpdateSummaryResponse(
             summary=fast, method=events_pb2.SUMMARY_METHOD_EXTRACTIVE
         )
         if self._refiner is None or not updated.text.strip():
             return
+        started = time.perf_counter()
         # A caller that cancels (the next section ended first) cancels this await, which
         # closes the refinement's HTTP request.
         try:
@@ -86,15 +98,22 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             # The fast summary stands: the stream just ends, the caller sees no error.
             log.info(
                 "summary refinement dropped",
-                extra={"section_id": request.section.section_id, "reason": failure.reason,
-                       "detail": failure.detail},
+                extra={"reason": failure.reason, "detail": failure.detail,
+                       "elapsed_ms": int((time.perf_counter() - started) * 1000)},
             )
             return
+        _observe("llm", started)
         # The digests stay the extractive ones: the next fast update builds on them.
         yield summary_pb2.UpdateSummaryResponse(
             summary=summary_pb2.GlobalSummary(sections=fast.sections, text=refined),
             method=events_pb2.SUMMARY_METHOD_LLM,
         )
+
+
+def _observe(method: str, started: float) -> None:
+    elapsed = time.perf_counter() - started
+    metrics.SUMMARY_UPDATE_SECONDS.labels(method).observe(elapsed)
+    log.info("summary updated", extra={"method": method, "elapsed_ms": round(elapsed * 1000, 1)})
 
 
 class SummaryServer:
@@ -127,7 +146,7 @@ class SummaryServer:
             self.server,
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
-        self.port = self.server.add_insecure_port(address or settings.addr)
+        self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.addr}")
 
@@ -149,6 +168,7 @@ async def serve() -> None:
     configure_tracing("summary")
     settings = SummarySettings.from_env()
     server = SummaryServer(settings)
+    metrics.start_metrics_server(settings.metrics_port)
     await server.start()
     log.info(
         "summary listening on %s (budget %d words, mode %s)",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal, cast
 
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
+from services.common.grpc_tls import GrpcTls
 from services.generator.settings import BUNDLED_LLM_BASE_URL, BUNDLED_LLM_MODEL
 
 SummaryMode = Literal["extractive", "llm"]
@@ -26,7 +27,9 @@ class SummarySettings:
     """Language for sentence segmentation (`DOCGEN_SUMMARY_LANGUAGE`, pysbd codes)."""
     mode: SummaryMode = "extractive"
     """`extractive`: one fast update per section. `llm`: the fast update, then an LLM rewrite of
-    it when that arrives in time (`DOCGEN_SUMMARY_MODE`)."""
+    it when that arrives in time (`DOCGEN_SUMMARY_MODE`). Not worth it with the bundled 135M
+    model: its rewrites are mostly rejected, and each holds the model for seconds while the
+    next section waits (docs/prompts.md)."""
     llm_base_url: str = BUNDLED_LLM_BASE_URL
     """OpenAI-compatible endpoint of the refinement (`DOCGEN_SUMMARY_LLM_BASE_URL`, else
     `DOCGEN_LLM_BASE_URL`, else the bundled local server). Only used in `llm` mode."""
@@ -39,6 +42,10 @@ class SummarySettings:
     """The whole refinement (request, every token, checks) must finish within this long after
     the fast update, or it is dropped (`DOCGEN_SUMMARY_LLM_DEADLINE_S`). Keep it below the
     generator's `DOCGEN_SUMMARY_REFINE_DEADLINE_S` (20 s), which bounds how long it listens."""
+    metrics_port: int = 9102
+    """Prometheus /metrics port, 0 to disable (`DOCGEN_SUMMARY_METRICS_PORT`)."""
+    grpc_tls: GrpcTls | None = None
+    """TLS for the gRPC server (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
 
     @classmethod
     def from_env(cls) -> SummarySettings:
@@ -65,4 +72,6 @@ class SummarySettings:
             llm_deadline_s=env_float(
                 "DOCGEN_SUMMARY_LLM_DEADLINE_S", cls.llm_deadline_s, minimum=0.01
             ),
+            metrics_port=env_int("DOCGEN_SUMMARY_METRICS_PORT", cls.metrics_port, minimum=0),
+            grpc_tls=GrpcTls.from_env(),
         )

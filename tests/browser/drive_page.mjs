@@ -9,7 +9,7 @@
 //   {"do": "goto"}                                 load <page-url>
 //   {"do": "fill", "selector": "#x", "value": "…"}
 //   {"do": "click", "selector": "#x"}
-//   {"do": "wait_for", "js": "<expression>"}       until the expression is truthy in the page
+//   {"do": "wait_for", "js": "<expression>"}       polls until the expression is truthy in the page
 //   {"do": "signal", "name": "READY_FOR_RESTART"}  print {"signal": name}, wait for a stdin line
 //   {"do": "eval", "name": "texts", "js": "<expression>"}   results[name] = its JSON value
 //   {"do": "screenshot", "path": "…", "full_page": true}
@@ -32,6 +32,8 @@ const CHROMIUM_ARGS = [
   "--disable-component-update",
   "--disable-sync",
 ];
+
+const POLL_MS = 20;
 
 function emit(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
@@ -59,6 +61,16 @@ function recordPage(page, log) {
   });
 }
 
+// page.waitForFunction compiles the expression inside the page, which the page's CSP
+// (no 'unsafe-eval') forbids; page.evaluate goes through the DevTools protocol instead.
+async function waitFor(page, js, timeout) {
+  const deadline = Date.now() + timeout;
+  while (!(await page.evaluate(js))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for: ${js}`);
+    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}
+
 async function runStep(page, url, step, results, timeout) {
   switch (step.do) {
     case "goto":
@@ -71,7 +83,7 @@ async function runStep(page, url, step, results, timeout) {
       await page.click(step.selector, { timeout: step.timeout_ms ?? timeout });
       return;
     case "wait_for":
-      await page.waitForFunction(step.js, null, { timeout: step.timeout_ms ?? timeout, polling: "raf" });
+      await waitFor(page, step.js, step.timeout_ms ?? timeout);
       return;
     case "signal":
       await waitForGoAhead(step.name);

@@ -16,7 +16,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from services.edge.app import create_app
+from services.edge.app import create_app, server_options
 from services.edge.auth import mint_dev_token
 from services.edge.schemas import FrameValidator
 from services.edge.settings import DEV_JWT_SECRET, EdgeSettings
@@ -127,7 +127,10 @@ class Stack:
         await self.edge_runner.cleanup()
         self.edge_settings = dataclasses.replace(self.edge_settings, port=self.edge_port)
         runner = web.AppRunner(
-            create_app(self.edge_settings), handle_signals=False, shutdown_timeout=1.0
+            create_app(self.edge_settings),
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            **server_options(self.edge_settings),
         )
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", self.edge_port).start()
@@ -148,7 +151,10 @@ async def start_stack(
     generator: dict[str, Any] | None = None,
     edge: dict[str, Any] | None = None,
     summary: dict[str, Any] | None = None,
+    runlog_url: str | None = None,
 ) -> Stack:
+    """`runlog_url`: the generator keeps run logs in that Redis (the `runlog_url` fixture
+    gives None for the in-memory default, or a fresh Redis)."""
     llm = llm or ScriptedLLM()
     await llm.start()
     summary_server = SummaryServer(dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0")
@@ -161,6 +167,7 @@ async def start_stack(
             "llm_model": "scripted",
             "llm_connect_retries": 0,
             "llm_stall_timeout_s": 2.0,
+            "runlog_url": runlog_url,
             **(generator or {}),
         },
     )
@@ -169,7 +176,12 @@ async def start_stack(
     edge_settings = dataclasses.replace(
         EdgeSettings(), port=0, generator_addr=f"127.0.0.1:{generator_server.port}", **(edge or {})
     )
-    runner = web.AppRunner(create_app(edge_settings), handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        create_app(edge_settings),
+        handle_signals=False,
+        shutdown_timeout=1.0,
+        **server_options(edge_settings),
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -9,6 +9,7 @@ const RECONNECT_MAX_MS = 8000;
 // edge down): the page cannot tell those apart, so it keeps retrying with backoff.
 const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
 const MAX_NOTICES = 6;
+const RESUME_RETRY_MS = 2000;
 
 const EXAMPLE_OUTLINE = {
   document_id: "kitchen-composting-guide",
@@ -350,10 +351,19 @@ function handleRequestError(frame) {
     state.phase = "idle"; // the generate frame was refused
     setRunStatus("idle");
     ui.document.setAttribute("aria-busy", "false");
-  } else if (state.phase === "running" && frame.run_id === state.runId
-    && (frame.code === "run_not_found" || frame.code === "cursor_out_of_range")) {
-    state.phase = "ended"; // the run can no longer be followed (expired, or not ours)
-    setRunStatus("unknown");
+  } else if (state.phase === "running" && frame.run_id === state.runId) {
+    if (frame.retryable) {
+      // The edge gave up following the run (generator unreachable): ask again shortly.
+      const runId = state.runId;
+      setTimeout(() => {
+        if (state.phase === "running" && state.runId === runId) {
+          send({ type: "resume", run_id: runId, after_seq: state.lastSeq });
+        }
+      }, RESUME_RETRY_MS);
+    } else if (frame.code === "run_not_found" || frame.code === "cursor_out_of_range") {
+      state.phase = "ended"; // the run can no longer be followed (expired, or not ours)
+      setRunStatus("unknown");
+    }
   }
   updateControls();
 }

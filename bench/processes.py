@@ -1,0 +1,322 @@
+"""The processes a benchmark measures: summary, generator and edge started exactly as in
+production (`python -m services.<name>`), an LLM (the bundled llama.cpp server or the stamping
+one), each on a free loopback port, with its log in a file and a psutil handle for CPU and RSS."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import psutil
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_JWT_SECRET = "docgen-bench-secret-0123456789abcdef-0123456789"
+START_TIMEOUT_S = 60.0
+
+
+class ProcessFailed(RuntimeError):
+    """A benchmark process did not start, or died."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    process: asyncio.subprocess.Process
+    log_path: Path
+    ps: psutil.Process = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ps = psutil.Process(self.process.pid)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def rss_bytes(self) -> int:
+        return int(self.ps.memory_info().rss)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def check_alive(self) -> None:
+        if self.process.returncode is not None:
+            raise ProcessFailed(
+                f"{self.name} exited with code {self.process.returncode}; its log ends:\n"
+                + self.log_tail()
+            )
+
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.kill()
+                await self.process.wait()
+
+
+async def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ServiceProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once per process start
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    return ServiceProcess(name, process, log_path)
+
+
+async def wait_http_ok(
+    service: ServiceProcess, url: str, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while True:
+            service.check_alive()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise ProcessFailed(
+                    f"{service.name}: {url} not OK after {timeout_s:g} s:\n{service.log_tail()}"
+                )
+            await asyncio.sleep(0.1)
+
+
+async def wait_grpc_serving(
+    service: ServiceProcess, address: str, timeout_s: float = START_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            service.check_alive()
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            if time.monotonic() > deadline:
+                raise ProcessFailed(
+                    f"{service.name} not SERVING after {timeout_s:g} s:\n{service.log_tail()}"
+                )
+            await asyncio.sleep(0.1)
+
+
+def base_env() -> dict[str, str]:
+    """The environment of every bench process: the caller's, less any docgen setting (the bench
+    measures the defaults, apart from what it sets explicitly)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCGEN_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    env["DOCGEN_JWT_SECRET"] = BENCH_JWT_SECRET
+    return env
+
+
+# --- LLMs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LLMProcess:
+    service: ServiceProcess
+    base_url: str
+    model: str
+
+
+async def start_stamping_llm(log_dir: Path, *, tokens_per_s: float) -> LLMProcess:
+    port = free_port()
+    service = await spawn(
+        "stamping-llm",
+        [
+            sys.executable,
+            "-m",
+            "bench.stamping_llm",
+            "--port",
+            str(port),
+            "--tokens-per-s",
+            f"{tokens_per_s:g}",
+        ],
+        base_env(),
+        log_dir,
+    )
+    base_url = f"http://127.0.0.1:{port}/v1"
+    await wait_http_ok(service, f"{base_url}/models")
+    return LLMProcess(service, base_url, "stamping")
+
+
+async def start_bundled_llm(log_dir: Path) -> LLMProcess:
+    """The bundled llama.cpp server, with the command line `make run` uses."""
+    from services.generator.settings import BUNDLED_LLM_MODEL
+    from services.local_llm import LocalLLMSettings, server_command
+
+    settings = LocalLLMSettings(port=free_port())
+    service = await spawn("llama", server_command(settings), base_env(), log_dir)
+    await wait_http_ok(service, f"{settings.base_url}/models", timeout_s=120)
+    return LLMProcess(service, settings.base_url, BUNDLED_LLM_MODEL)
+
+
+def end_of_sequence_bias() -> dict[str, int]:
+    """`logit_bias` that forbids the bundled model's special tokens (end of sequence, end and
+    start of a chat turn), so every section runs to `max_tokens`. Token ids are read from the
+    GGUF's vocabulary, not hard-coded."""
+    from llama_cpp import Llama
+
+    from services.local_llm import bundled_model_path
+
+    vocab = Llama(str(bundled_model_path()), vocab_only=True, verbose=False)
+    ids = {vocab.token_eos()}
+    for special in ("<|im_end|>", "<|endoftext|>", "<|im_start|>"):
+        tokens = vocab.tokenize(special.encode(), add_bos=False, special=True)
+        if len(tokens) == 1:
+            ids.add(tokens[0])
+    return {str(token): -100 for token in sorted(ids)}
+
+
+# --- the docgen services ------------------------------------------------------------------
+
+
+@dataclass
+class DocgenStack:
+    """summary + generator + edge as child processes, wired to one LLM."""
+
+    summary: ServiceProcess
+    generator: ServiceProcess
+    edge: ServiceProcess
+    edge_port: int
+    generator_addr: str
+    log_dir: Path
+    extra_edges: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.edge_port}/v1/ws"
+
+    def services(self) -> dict[str, ServiceProcess]:
+        return {"edge": self.edge, "generator": self.generator, "summary": self.summary}
+
+    def check_alive(self) -> None:
+        for service in (self.summary, self.generator, self.edge):
+            service.check_alive()
+
+    async def start_extra_edge(self, name: str) -> tuple[ServiceProcess, int]:
+        """Another edge on the same generator (a fresh process, e.g. for memory)."""
+        port = free_port()
+        edge = await spawn(
+            name,
+            [sys.executable, "-m", "services.edge"],
+            edge_env(port, self.generator_addr),
+            self.log_dir,
+        )
+        await wait_http_ok(edge, f"http://127.0.0.1:{port}/healthz")
+        self.extra_edges.append(edge)
+        return edge, port
+
+    async def stop(self) -> None:
+        for service in (*self.extra_edges, self.edge, self.generator, self.summary):
+            await service.stop()
+
+
+def edge_env(port: int, generator_addr: str) -> dict[str, str]:
+    return {
+        **base_env(),
+        "DOCGEN_EDGE_PORT": str(port),
+        "DOCGEN_GENERATOR_ADDR": generator_addr,
+        # The bench opens thousands of sockets from one IP, each user its own `sub`.
+        "DOCGEN_WS_MAX_SOCKETS_PER_IP": "0",
+        "DOCGEN_WS_MAX_SOCKETS_PER_USER": "0",
+    }
+
+
+async def start_docgen(
+    llm: LLMProcess, log_dir: Path, *, generator_env: dict[str, Any] | None = None
+) -> DocgenStack:
+    summary_addr = f"127.0.0.1:{free_port()}"
+    generator_addr = f"127.0.0.1:{free_port()}"
+    edge_port = free_port()
+    summary = await spawn(
+        "summary",
+        [sys.executable, "-m", "services.summary"],
+        {**base_env(), "DOCGEN_SUMMARY_ADDR": summary_addr, "DOCGEN_SUMMARY_METRICS_PORT": "0"},
+        log_dir,
+    )
+    generator = edge = None
+    try:
+        await wait_grpc_serving(summary, summary_addr)
+        extra = {
+            k: json.dumps(v) if isinstance(v, dict) else str(v)
+            for k, v in (generator_env or {}).items()
+        }
+        generator = await spawn(
+            "generator",
+            [sys.executable, "-m", "services.generator"],
+            {
+                **base_env(),
+                "DOCGEN_GENERATOR_ADDR": generator_addr,
+                "DOCGEN_SUMMARY_ADDR": summary_addr,
+                "DOCGEN_LLM_BASE_URL": llm.base_url,
+                "DOCGEN_LLM_MODEL": llm.model,
+                "DOCGEN_GENERATOR_METRICS_PORT": "0",
+                # Every bench stream is its own user; this only guards against a bench bug.
+                "DOCGEN_MAX_RUNS_PER_USER": "100000",
+                # Runs of abandoned streams end soon and finished runs leave memory soon, so
+                # one scenario does not weigh on the next.
+                "DOCGEN_RUN_GRACE_S": "2",
+                "DOCGEN_RUN_TTL_S": "20",
+                **extra,
+            },
+            log_dir,
+        )
+        await wait_grpc_serving(generator, generator_addr)
+        edge = await spawn(
+            "edge",
+            [sys.executable, "-m", "services.edge"],
+            edge_env(edge_port, generator_addr),
+            log_dir,
+        )
+        await wait_http_ok(edge, f"http://127.0.0.1:{edge_port}/readyz")
+    except BaseException:
+        for service in (edge, generator, summary):
+            if service is not None:
+                await service.stop()
+        raise
+    return DocgenStack(summary, generator, edge, edge_port, generator_addr, log_dir)
+
+
+async def start_bare_ws(log_dir: Path, name: str = "bare-ws") -> tuple[ServiceProcess, int]:
+    """The bare aiohttp + pyjwt WebSocket endpoint (bench/bare_ws.py): the handshake and
+    memory baseline."""
+    port = free_port()
+    service = await spawn(
+        name, [sys.executable, "-m", "bench.bare_ws", "--port", str(port)], base_env(), log_dir
+    )
+    await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
+    return service, port
