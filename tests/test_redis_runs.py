@@ -69,7 +69,9 @@ def start_section(run_log: RedisRunLog, index: int, attempt: int) -> None:
     )
 
 
-async def test_takeover_fences_the_stale_writer(stores: tuple[RedisRunStore, RedisRunStore]) -> None:
+async def test_takeover_fences_the_stale_writer(
+    stores: tuple[RedisRunStore, RedisRunStore],
+) -> None:
     first, second = stores
     first_owner, second_owner = RecordingOwner(), RecordingOwner()
     await first.open(first_owner)
@@ -114,8 +116,9 @@ async def test_a_retried_batch_is_stored_once_and_an_overlap_is_refused(
     run_log = await store.create("run_y", user_id="u", outline=OUTLINE, request_id="", trace_id="t")
     assert isinstance(run_log, RedisRunLog)
     batch = [
-        events_pb2.RunEvent(run_id="run_y", seq=seq, section_chunk=events_pb2.SectionChunk(delta=str(seq)))
-        .SerializeToString()
+        events_pb2.RunEvent(
+            run_id="run_y", seq=seq, section_chunk=events_pb2.SectionChunk(delta=str(seq))
+        ).SerializeToString()
         for seq in (1, 2)
     ]
     await store.store_batch(run_log, 1, batch, {}, "")
@@ -131,7 +134,9 @@ async def test_follow_replays_then_reports_cursors_past_the_log(
 ) -> None:
     writer_store, reader_store = stores
     await writer_store.open(RecordingOwner())
-    run_log = await writer_store.create("run_z", user_id="u", outline=OUTLINE, request_id="", trace_id="t")
+    run_log = await writer_store.create(
+        "run_z", user_id="u", outline=OUTLINE, request_id="", trace_id="t"
+    )
     run_log.append(run_started=events_pb2.RunStarted(document_id="d"))
     run_log.append(run_end=events_pb2.RunEnd(status=events_pb2.RUN_STATUS_COMPLETED))
     await run_log.aclose()

@@ -18,15 +18,25 @@ def log(*payloads: dict[str, object]) -> list[events_pb2.RunEvent]:
 
 
 def start(index: int, attempt: int = 1) -> dict[str, object]:
-    return {"section_start": events_pb2.SectionStart(section_id="abc"[index], index=index, attempt=attempt)}
+    return {
+        "section_start": events_pb2.SectionStart(
+            section_id="abc"[index], index=index, attempt=attempt
+        )
+    }
 
 
 def chunk(index: int, text: str) -> dict[str, object]:
-    return {"section_chunk": events_pb2.SectionChunk(section_id="abc"[index], index=index, delta=text)}
+    return {
+        "section_chunk": events_pb2.SectionChunk(section_id="abc"[index], index=index, delta=text)
+    }
 
 
 def end(index: int, reason: int = STOP, tokens: int = 3) -> dict[str, object]:
-    return {"section_end": events_pb2.SectionEnd(section_id="abc"[index], index=index, finish_reason=reason, output_tokens=tokens)}  # type: ignore[arg-type]
+    return {
+        "section_end": events_pb2.SectionEnd(
+            section_id="abc"[index], index=index, finish_reason=reason, output_tokens=tokens
+        )
+    }  # type: ignore[arg-type]
 
 
 def summary(index: int) -> dict[str, object]:
@@ -35,13 +45,19 @@ def summary(index: int) -> dict[str, object]:
 
 def point(events: list[events_pb2.RunEvent]):  # type: ignore[no-untyped-def]
     return resume_point(
-        OUTLINE, events, summary=summary_pb2.GlobalSummary(text="S"), summary_through=0,
-        summary_version=1, elapsed_s=2.0,
+        OUTLINE,
+        events,
+        summary=summary_pb2.GlobalSummary(text="S"),
+        summary_through=0,
+        summary_version=1,
+        elapsed_s=2.0,
     )
 
 
 def test_the_interrupted_section_restarts_with_the_next_attempt() -> None:
-    resume = point(log(start(0), chunk(0, "x"), end(0), summary(0), start(1), start(1, 2), chunk(1, "y")))
+    resume = point(
+        log(start(0), chunk(0, "x"), end(0), summary(0), start(1), start(1, 2), chunk(1, "y"))
+    )
     assert (resume.next_index, resume.next_attempt) == (1, 3)
     assert resume.pending_summary_text is None and resume.end_status is None
     assert (resume.sections_completed, resume.output_tokens, resume.summary.text) == (1, 3, "S")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -119,7 +120,9 @@ async def cluster(redis_server: RedisServer) -> AsyncIterator[Cluster]:
         await llm.stop()
 
 
-async def read_until_mid_section(client: ProtocolClient, index: int, chunks: int) -> list[dict[str, Any]]:
+async def read_until_mid_section(
+    client: ProtocolClient, index: int, chunks: int
+) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     seen = 0
     while seen < chunks:
@@ -185,7 +188,19 @@ async def test_sigterm_to_the_writer_hands_its_run_over_at_once(cluster: Cluster
     restart = next(f for f in frames if f["type"] == "section_start" and f["attempt"] == 2)
     handover_ms = restart["ts"] - stopped_at_ms
     print(f"handover delay on SIGTERM: {handover_ms:.0f} ms")
-    assert handover_ms < LEASE_S * 1000  # no lease had to lapse
+    # Handed over, not left to lapse: the stopping generator said so, and released its lease.
+    process = cluster.generators[writer]
+    assert process.stderr is not None
+    logs = [
+        json.loads(line)
+        for line in (await process.stderr.read()).decode().splitlines()
+        if line.strip()
+    ]
+    assert any(
+        line["message"] == "run handed over" and line.get("reason") == "generator shutting down"
+        for line in logs
+    ), logs
+    assert handover_ms < (LEASE_S + 1) * 1000
 
 
 async def test_cancel_at_the_generator_not_writing_the_run_stops_the_llm_within_200ms(

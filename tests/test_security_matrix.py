@@ -518,7 +518,7 @@ async def frame_flood(h: Harness) -> Outcome:
 
 async def frames_slightly_over_the_rate(h: Harness) -> Outcome:
     client = await h.open()
-    for i in range(FRAME_BURST + 5):
+    for i in range(FRAME_BURST + 15):  # 15 over: 0.75 s of refill, sent in milliseconds
         await client.send({"type": "ping", "request_id": f"p{i}"})
     pongs, error = 0, None
     while error is None:
@@ -681,6 +681,7 @@ def origin(value: str) -> Attack:
 
 ES256_OF_B = {"key": "b_ec", "issuer": ISSUER_B, "kid": "e1", "algorithm": "ES256"}
 ALG_NONE = {"alg": "none", "typ": "JWT"}
+CRIT = {"crit": ["x-must-understand"], "x-must-understand": True}
 SUB_NOT_A_STRING = {"sub": 42, "aud": "docgen", "iss": ISSUER_HS, "exp": IMPORTED + 3600}
 BIG_COOKIE = {"Cookie": "c" * 16_384}
 SEC_FETCH = {"Sec-Fetch-Mode": "websocket", "Sec-Fetch-Site": "cross-site"}
@@ -733,6 +734,7 @@ MATRIX: list[Row] = [
     Row("same kid, other issuer (B's k1, claims A)", handshake(rs("b_rsa")), INVALID_TOKEN),
     Row("jku/x5u headers at the attacker's JWKS (never fetched)", jku_header, INVALID_TOKEN),
     Row("jwk header embedding the attacker's key", embedded_jwk_header, INVALID_TOKEN),
+    Row("crit header naming an unknown extension", handshake(hs(headers=CRIT)), INVALID_TOKEN),
     Row("token in the query string", token_in_query, TOKEN_IN_QUERY),
     Row("JWT-shaped query value under another name", jwt_shaped_query_value, TOKEN_IN_QUERY),
     # --- Origin and the shape of the handshake ------------------------------------------------

@@ -119,6 +119,12 @@ def test_numbers_from_the_summary_or_the_title_are_fine() -> None:
         check_refinement(answer, finish_reason="stop", source=source, budget_words=100)
 
 
+def test_tags_quoted_from_the_summary_are_not_markup() -> None:
+    source = "Types: A Vec<T> owns its items and a List<String> holds names in order."
+    answer = "A Vec<T> owns its items, while a List<String> keeps names in their order."
+    assert check_refinement(answer, finish_reason="stop", source=source, budget_words=50) == answer
+
+
 def test_budget_tolerance_is_inclusive() -> None:
     at_limit = " ".join(["word"] * int(30 * BUDGET_TOLERANCE))
     assert check(at_limit, budget_words=30) == at_limit

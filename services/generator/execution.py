@@ -127,6 +127,8 @@ class RunExecution:
                 duration_ms=duration_ms,
             )
         )
+        if self._log.handed_over:
+            return  # not ended: another generator writes it on (and counts it)
         status_name = events_pb2.RunStatus.Name(status).removeprefix("RUN_STATUS_").lower()
         metrics.RUNS.labels(status_name).inc()
         log.info(

@@ -195,6 +195,10 @@ class RedisRunLog:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def handed_over(self) -> bool:
+        return self.fenced
+
     def append(self, **payload: Any) -> events_pb2.RunEvent:
         if self._closed:
             raise RuntimeError(f"run {self.run_id} has ended; its log is closed")
@@ -265,6 +269,10 @@ class RedisRunLog:
                 continue
             except RedisError as error:  # e.g. an XADD id refused: somebody else wrote
                 self.lose(f"Redis refused the append ({error})")
+                return
+            except Exception as error:  # a bug: stop writing rather than write wrong
+                log.exception("run log write failed unexpectedly", extra={"run_id": self.run_id})
+                self.lose(f"unexpected {type(error).__name__}")
                 return
             failing_since, backoff_s = None, 0.05
             del self._pending[: len(events)]
@@ -553,15 +561,6 @@ class RedisRunStore:
         await self.redis.hset(meta_key(run_id), "writer", token)
         run_log = RedisRunLog(self, run_id, token=token, last_seq=events[-1].seq if events else 0)
         self._writing[run_id] = run_log
-        log.info(
-            "run taken over",
-            extra={
-                "run_id": run_id,
-                "last_seq": run_log.last_seq,
-                "next_section": resume.next_index if resume else 0,
-                "attempt": resume.next_attempt if resume else 1,
-            },
-        )
         assert self._owner is not None
         self._owner.adopt(
             AdoptedRun(

@@ -48,6 +48,11 @@ class RunEventLog(Protocol):
         """True once `run_end` is known to be appended."""
         ...
 
+    @property
+    def handed_over(self) -> bool:
+        """True once this writer's appends are no longer stored: another writer goes on."""
+        ...
+
     def append(self, **payload: Any) -> events_pb2.RunEvent:
         """Appends one event (one oneof field of `RunEvent`) with the next `seq`."""
         ...
@@ -85,6 +90,11 @@ class RunLog:
     def closed(self) -> bool:
         """True once `run_end` has been appended: nothing follows it."""
         return self._closed
+
+    @property
+    def handed_over(self) -> bool:
+        """Never: an in-memory run cannot move to another process."""
+        return False
 
     def append(self, **payload: Any) -> events_pb2.RunEvent:
         """Appends one event; `payload` is a single oneof field, e.g. `section_chunk=...`."""

@@ -186,7 +186,8 @@ class RunRegistry:
         context.run(
             log.info,
             "run taken over",
-            extra={"next_section": adopted.resume.next_index if adopted.resume else 0,
+            extra={"last_seq": adopted.log.last_seq,
+                   "next_section": adopted.resume.next_index if adopted.resume else 0,
                    "attempt": adopted.resume.next_attempt if adopted.resume else 1},
         )
         if adopted.cancel_requested:

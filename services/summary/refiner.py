@@ -55,7 +55,7 @@ INSTRUCTION = "Rewrite this summary as one short, coherent paragraph"
 # As in the section prompt: `<`, `&lt;` or `\u003c` then a delimiter's name, in any case or
 # spacing, opening or closing.
 _DELIMITER = re.compile(r"(<|&lt;|\\u003c)(\s*/?\s*(?:summary|title)\b)", re.IGNORECASE)
-# HTML or XML tags, the prompt's delimiters among them: users are shown the summary as text.
+# HTML or XML tags (the prompt's delimiters among them), or generics such as `List<T>`.
 _MARKUP = re.compile(r"<\s*/?\s*[A-Za-z][^<>]*>")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _FENCE = re.compile(r"^```[^\n]*\n(.*)\n```$", re.DOTALL)
@@ -124,7 +124,8 @@ def check_refinement(
     - not a refusal (does not open with "I'm sorry", "I cannot", "As an AI", ...);
     - not an echo: does not contain the prompt's instruction, and is not the extractive
       summary itself (words compared, whitespace ignored);
-    - plain text: no HTML/XML tag (the prompt's `<summary>` delimiters included);
+    - plain text: no HTML/XML tag (the prompt's `<summary>` delimiters included) that the
+      summary does not already contain (it may quote `List<T>`);
     - no invented numbers: every number in it (dates, quantities) occurs in the summary or
       the document title, the cheapest check that catches the most harmful hallucinations.
     """
@@ -146,7 +147,7 @@ def check_refinement(
         raise unusable("the model refused")
     if INSTRUCTION.lower() in text.lower() or words == _words(source):
         raise unusable("the answer echoes the prompt")
-    if _MARKUP.search(text):
+    if set(_MARKUP.findall(text)) - set(_MARKUP.findall(source)):
         raise unusable("the answer contains markup")
     invented = set(_NUMBER.findall(text)) - set(_NUMBER.findall(f"{document_title}\n{source}"))
     if invented:
