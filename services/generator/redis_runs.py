@@ -308,6 +308,9 @@ class RedisRunStore:
         self.retry_s = retry_s
         self._run_ttl_ms = max(1, int(run_ttl_s * 1000))
         self._grace_ms = max(1, int(run_grace_s * 1000))
+        # A follower mark outlives the renewals between (a third of a lease apart), so a run
+        # followed elsewhere never looks unfollowed between two of them.
+        self._followed_ms = max(self._grace_ms, int(lease_s * 1000))
         # Short client-side retries ride over a blip; longer outages are ours to handle.
         # Typed Any: the replies are RESP2 shapes parsed below, not redis-py's unions.
         self.redis: Any = aioredis.Redis.from_url(
@@ -473,7 +476,7 @@ class RedisRunStore:
                             client=pipe,
                         )
                     for run_id in list(self._followed):
-                        pipe.set(followed_key(run_id), 1, px=self._grace_ms)
+                        pipe.set(followed_key(run_id), 1, px=self._followed_ms)
                     results = await pipe.execute()
             except TRANSIENT as error:
                 log.warning("lease renewal failed: %r", error)
@@ -622,7 +625,7 @@ class RedisRunStore:
     async def watch(self, run_id: str) -> None:
         self._followed[run_id] += 1
         with contextlib.suppress(*TRANSIENT):
-            await self.redis.set(followed_key(run_id), 1, px=self._grace_ms)
+            await self.redis.set(followed_key(run_id), 1, px=self._followed_ms)
 
     def unwatch(self, run_id: str) -> None:
         self._followed[run_id] -= 1

@@ -1,0 +1,70 @@
+"""Renders the configuration table of docs/operations.md from the settings dataclasses, so
+the docs list exactly what the code reads. `python scripts/settings_doc.py` rewrites the
+table; `--check` only reports drift (the test suite runs the check)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "operations.md"
+START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+ENV = re.compile(r"`(DOCGEN_[A-Z0-9_]+)`")
+
+
+def settings_rows() -> list[tuple[str, str, str, str]]:
+    rows = []
+    for path in sorted((ROOT / "services").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            body = node.body
+            for field, doc in zip(body, body[1:], strict=False):
+                if not (isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr)):
+                    continue
+                if not (isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):
+                    continue
+                text = " ".join(doc.value.value.split())
+                names = ENV.findall(text)
+                if not names:
+                    continue
+                default = ast.unparse(field.value) if field.value is not None else ""
+                meaning = re.sub(r"\s*\(`DOCGEN_[A-Z0-9_]+`\)", "", text).replace("|", "\\|")
+                service = path.relative_to(ROOT / "services").parts[0].removesuffix(".py")
+                rows.append((names[0], f"`{default}`", service, meaning))
+    return rows
+
+
+def render() -> str:
+    merged: dict[str, list[str]] = {}
+    for name, default, service, meaning in settings_rows():
+        if name in merged:  # read by several services: one row, first description
+            if service not in merged[name][1]:
+                merged[name][1] += f", {service}"
+            continue
+        merged[name] = [default, service, meaning]
+    lines = ["| variable | default | read by | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{name}` | {d} | {s} | {m} |" for name, (d, s, m) in merged.items()]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    text = DOC.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    updated = f"{head}{START}\n{render()}\n{END}{tail}"
+    if "--check" in sys.argv:
+        if updated != text:
+            print("docs/operations.md is stale: run python scripts/settings_doc.py")
+            return 1
+        return 0
+    DOC.write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
