@@ -5,6 +5,7 @@ results section of docs/performance.md.
     python -m bench.run                 # the full suite (under 15 minutes on 2 quiet cores)
     python -m bench.run --quick         # every scenario at a small scale (~2 minutes)
     python -m bench.run --only relay,capacity
+    python -m bench.run --render bench/results/latest.json --docs   # re-render, run nothing
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import json
 import os
 import resource
 import sys
@@ -155,6 +157,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", help=f"comma-separated scenarios, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--handshakes", type=int, help="sequential handshakes per repeat")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--render",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="run nothing: print the tables of an earlier run (with --docs: into the docs too)",
+    )
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument(
         "--docs", dest="docs", action="store_true", default=None, help="update docs/performance.md"
@@ -165,8 +173,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def render_only(path: Path, write_docs: bool) -> int:
+    result = json.loads(path.read_text())
+    result["goals"] = report.goals(result["scenarios"])
+    markdown = report.render(result)
+    print(markdown)
+    if write_docs and not report.update_docs(markdown):
+        print(f"{report.DOCS} or its markers are missing: not updated", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        return render_only(args.render, bool(args.docs))
     config = quick_config() if args.quick else BenchConfig()
     if args.only:
         chosen = tuple(s.strip() for s in args.only.split(",") if s.strip())

@@ -18,9 +18,10 @@ import aiohttp
 import grpc
 import pytest
 import redis.asyncio as aioredis
-from docgen.v1 import generator_pb2, generator_pb2_grpc
+from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
 
 from services.common.grpc_client import target
+from services.generator.server import GeneratorServer
 from tests.support.processes import free_port, start_edge_process, start_grpc_service, stop_process
 from tests.support.redis_server import RedisServer
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
@@ -39,6 +40,17 @@ def outline(sections: int = 3) -> dict[str, Any]:
             for i in range(sections)
         ],
     }
+
+
+def outline_message(sections: int) -> outline_pb2.Outline:
+    return outline_pb2.Outline(
+        document_id="doc-scale",
+        title="Scaling out",
+        sections=[
+            outline_pb2.OutlineSection(id=f"s{i}", title=f"Section {i}", target_tokens=60)
+            for i in range(sections)
+        ],
+    )
 
 
 def assert_whole(frames: list[dict[str, Any]]) -> None:
@@ -230,6 +242,41 @@ async def test_cancel_at_the_generator_not_writing_the_run_stops_the_llm_within_
     assert frames[-1]["status"] == "cancelled"
     assert_whole(frames)
     assert len(cluster.llm.requests) == 1  # no further section was started
+
+
+async def test_a_run_followed_only_through_another_generator_outlives_the_grace(
+    redis_server: RedisServer,
+) -> None:
+    """The writer's grace period counts followers attached through any generator."""
+    redis_server.flush()
+    llm = ScriptedLLM(lambda n, b: Reply(tokens=words(SECTION_TEXT), token_delay_s=0.02))
+    stack = await start_stack(
+        llm, runlog_url=redis_server.url, generator={"run_grace_s": 0.3, "run_lease_s": 0.6}
+    )
+    other = GeneratorServer(stack.generator.settings, "127.0.0.1:0")
+    await other.start()
+    try:
+        async with (
+            grpc.aio.insecure_channel(stack.generator_addr) as writer_channel,
+            grpc.aio.insecure_channel(f"127.0.0.1:{other.port}") as other_channel,
+        ):
+            started = generator_pb2_grpc.GeneratorServiceStub(writer_channel).StartRun(
+                generator_pb2.StartRunRequest(outline=outline_message(2), user_id="u"), timeout=30
+            )
+            run_id = (await started.read()).event.run_id
+            attached = generator_pb2_grpc.GeneratorServiceStub(other_channel).AttachRun(
+                generator_pb2.AttachRunRequest(run_id=run_id, user_id="u", after_seq=1), timeout=30
+            )
+            events = [(await attached.read()).event]
+            started.cancel()  # the writer's only local follower leaves
+            while (response := await attached.read()) != grpc.aio.EOF:
+                events.append(response.event)
+        assert [e.seq for e in events] == list(range(2, events[-1].seq + 1))
+        assert events[-1].run_end.status == events_pb2.RUN_STATUS_COMPLETED
+        assert all(r.disconnected_at is None for r in llm.requests)
+    finally:
+        await other.stop()
+        await stack.close()
 
 
 # --- Redis restarted mid-run -------------------------------------------------------------------

@@ -8,7 +8,7 @@ Keys of one run (`{run_id}` is a cluster hash tag: a run's keys share a slot):
                               writer (lease token), cancel, summary, summary_through,
                               summary_version
     docgen:run:{id}:lease     the writing generator's token; PX run_lease_s, renewed
-    docgen:run:{id}:followed  some generator has a follower; PX run_grace_s, renewed
+    docgen:run:{id}:followed  a non-writing generator has a follower; PX max(grace, lease)
     docgen:runs:active        set of unfinished run ids, scanned for lapsed leases
     docgen:runs:cancel        pub/sub channel: run ids whose user asked to cancel
 
@@ -252,7 +252,7 @@ class RedisRunLog:
             try:
                 await self._store.store_batch(self, self._stored_seq + 1, events, state, final)
             except _LeaseLost:
-                self.lose("another generator holds its lease")
+                self.lose("its lease lapsed (another generator may hold it)")
                 return
             except TRANSIENT as error:
                 self._state = {**state, **self._state}
@@ -283,6 +283,8 @@ class RedisRunLog:
 
     def lose(self, reason: str) -> None:
         """Stops at once: the lease is gone, so nothing more of this writer may be stored."""
+        if self.lost:
+            return
         self.lost = self.fenced = True
         self._pending.clear()
         self._state.clear()
@@ -476,7 +478,8 @@ class RedisRunStore:
                             client=pipe,
                         )
                     for run_id in list(self._followed):
-                        pipe.set(followed_key(run_id), 1, px=self._followed_ms)
+                        if run_id not in self._writing:  # the writer counts its own
+                            pipe.set(followed_key(run_id), 1, px=self._followed_ms)
                     results = await pipe.execute()
             except TRANSIENT as error:
                 log.warning("lease renewal failed: %r", error)
@@ -623,9 +626,12 @@ class RedisRunStore:
                     await pubsub.aclose()
 
     async def watch(self, run_id: str) -> None:
+        """Marks the run followed for its writer's grace check, if another generator writes
+        it (the writer counts its own followers exactly)."""
         self._followed[run_id] += 1
-        with contextlib.suppress(*TRANSIENT):
-            await self.redis.set(followed_key(run_id), 1, px=self._followed_ms)
+        if run_id not in self._writing:
+            with contextlib.suppress(*TRANSIENT):
+                await self.redis.set(followed_key(run_id), 1, px=self._followed_ms)
 
     def unwatch(self, run_id: str) -> None:
         self._followed[run_id] -= 1
@@ -633,8 +639,6 @@ class RedisRunStore:
             del self._followed[run_id]
 
     async def followed_for(self, run_id: str) -> float:
-        if self._followed.get(run_id):
-            return self._grace_ms / 1000
         try:
             remaining_ms = await self.redis.pttl(followed_key(run_id))
         except TRANSIENT:
