@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     connection = argparse.ArgumentParser(add_help=False)
     connection.add_argument(
-        "--url", default=os.environ.get("DOCGEN_URL") or DEFAULT_URL,
+        "--url",
+        default=os.environ.get("DOCGEN_URL") or DEFAULT_URL,
         help=f"the edge's WebSocket ($DOCGEN_URL, default {DEFAULT_URL})",
     )
     who = connection.add_mutually_exclusive_group()

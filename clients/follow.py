@@ -25,8 +25,12 @@ _FINAL_CLOSE_CODES = frozenset({1002, 1003, 1007, 1008, 1009, 1010})
 TOKEN_EXPIRED = 4500
 
 _SOCKET_ENDED = frozenset(
-    {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-     aiohttp.WSMsgType.ERROR}
+    {
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSMsgType.CLOSING,
+        aiohttp.WSMsgType.CLOSED,
+        aiohttp.WSMsgType.ERROR,
+    }
 )
 _REFUSED_FRAME_CODES = frozenset(
     {"invalid_json", "invalid_frame", "invalid_outline", "unknown_type"}

@@ -5,6 +5,7 @@ table; `--check` only reports drift (the test suite runs the check)."""
 from __future__ import annotations
 
 import ast
+import itertools
 import re
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ def settings_rows() -> list[tuple[str, str, str, str]]:
             if not isinstance(node, ast.ClassDef):
                 continue
             body = node.body
-            for field, doc in zip(body, body[1:], strict=False):
+            for field, doc in itertools.pairwise(body):
                 if not (isinstance(field, ast.AnnAssign) and isinstance(doc, ast.Expr)):
                     continue
                 if not (isinstance(doc.value, ast.Constant) and isinstance(doc.value.value, str)):

@@ -222,8 +222,9 @@ async def test_a_failing_run_exits_1_with_the_servers_reason(
     result = await docgen("generate", str(outline_file), "--url", url_of(stack))
     assert result.code == 1
     line = last_line(result.stderr)
-    assert re.fullmatch(r"docgen: run \S+ failed: llm_rejected: .*HTTP 400.*; fix the cause.*",
-                        line)
+    assert re.fullmatch(
+        r"docgen: run \S+ failed: llm_rejected: .*HTTP 400.*; fix the cause.*", line
+    )
     assert ": failed · 0/3 sections" in result.stderr
 
 
@@ -327,8 +328,17 @@ async def test_resume_of_a_finished_run_reproduces_the_document(
 
     # `--` because a run id may start with '-'.
     again = await docgen(
-        "resume", "--after", "0", "--title", TITLE, "--url", url_of(stack), "--sub", "bob",
-        "--", run_id,
+        "resume",
+        "--after",
+        "0",
+        "--title",
+        TITLE,
+        "--url",
+        url_of(stack),
+        "--sub",
+        "bob",
+        "--",
+        run_id,
     )
     assert again.code == 0, again.stderr
     assert again.stdout == EXPECTED
@@ -509,10 +519,21 @@ def retried_run() -> list[dict[str, Any]]:
         event(5, "section_chunk", **section, delta="Whole"),
         event(6, "section_chunk", **section, delta=" text."),
         event(7, "section_end", **section, chars=11, text_sha256=sha("Whole text."), **end),
-        event(8, "summary_update", version=1, through_section="a", summary="S.",
-              method="extractive", latency_ms=3),
-        event(9, "run_end", status="completed",
-              totals={"sections_completed": 1, "output_tokens": 2, "duration_ms": 50}),
+        event(
+            8,
+            "summary_update",
+            version=1,
+            through_section="a",
+            summary="S.",
+            method="extractive",
+            latency_ms=3,
+        ),
+        event(
+            9,
+            "run_end",
+            status="completed",
+            totals={"sections_completed": 1, "output_tokens": 2, "duration_ms": 50},
+        ),
     ]
 
 
@@ -566,7 +587,19 @@ def test_the_report_has_one_row_per_section_and_the_run_status() -> None:
     for frame in retried_run():
         report.feed(frame)
     lines = report.render().splitlines()
-    assert lines[0].split() == ["#", "section", "try", "tokens", "ttft", "ms", "dur", "ms", "tok/s",
-                                "summ", "ms", "end"]
+    assert lines[0].split() == [
+        "#",
+        "section",
+        "try",
+        "tokens",
+        "ttft",
+        "ms",
+        "dur",
+        "ms",
+        "tok/s",
+        "summ",
+        "ms",
+        "end",
+    ]
     assert lines[1].split() == ["1", "Alpha", "2", "2", "5", "40", "50.0", "3", "stop"]
     assert lines[2] == "run r1: completed · 1/1 sections · 2 tokens · 0.1 s"

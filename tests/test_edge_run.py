@@ -12,7 +12,8 @@ from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import OUTLINE_3, Stack, sections_text, start_stack
 
 SECTION_TEXTS = {
-    "intro": "Baking bread for a living starts with curiosity. Flour, water and salt become a trade. "
+    "intro": "Baking bread for a living starts with curiosity. "
+    "Flour, water and salt become a trade. "
     "Many bakers begin at home before they open a shop.",
     "ovens": "A deck oven gives bread a crisp crust. Convection ovens bake pastry evenly. "
     "The choice of oven shapes the menu of the bakery.",
@@ -70,8 +71,16 @@ async def test_three_section_run_streams_in_order_with_summaries(bakery: Stack) 
     kinds = [f["type"] for f in frames]
     # section_start -> chunks -> section_end -> summary_update, for each section in order
     for section in OUTLINE_3["sections"]:
-        start = next(i for i, f in enumerate(frames) if f["type"] == "section_start" and f["section_id"] == section["id"])
-        end = next(i for i, f in enumerate(frames) if f["type"] == "section_end" and f["section_id"] == section["id"])
+        start = next(
+            i
+            for i, f in enumerate(frames)
+            if f["type"] == "section_start" and f["section_id"] == section["id"]
+        )
+        end = next(
+            i
+            for i, f in enumerate(frames)
+            if f["type"] == "section_end" and f["section_id"] == section["id"]
+        )
         assert start < end
         assert all(k == "section_chunk" for k in kinds[start + 1 : end])
         assert end - start - 1 == len(words(SECTION_TEXTS[section["id"]]))
@@ -124,7 +133,11 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
 
     protocols = ["docgen.v1"]
     if token_kind == "bad_signature":
-        forged = jwt.encode({"sub": "eve", "aud": "docgen", "exp": int(time.time()) + 60}, "x" * 40, algorithm="HS256")
+        forged = jwt.encode(
+            {"sub": "eve", "aud": "docgen", "exp": int(time.time()) + 60},
+            "x" * 40,
+            algorithm="HS256",
+        )
         protocols.append(f"bearer.{forged}")
     elif token_kind == "expired":
         protocols.append(f"bearer.{bakery.token('alice', exp=int(time.time()) - 3600)}")
@@ -137,8 +150,11 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
         response = await session.get(
             bakery.ws_url,
             headers={
-                "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Protocol": ", ".join(protocols),
+                "Connection": "Upgrade",
+                "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                "Sec-WebSocket-Protocol": ", ".join(protocols),
             },
         )
         assert response.status == status
@@ -148,7 +164,9 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
 async def test_missing_subprotocol_is_400(bakery: Stack) -> None:
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.WSServerHandshakeError) as failure:
-            await session.ws_connect(bakery.ws_url, headers={"Authorization": f"Bearer {bakery.token()}"})
+            await session.ws_connect(
+                bakery.ws_url, headers={"Authorization": f"Bearer {bakery.token()}"}
+            )
         assert failure.value.status == 400
 
 
@@ -157,19 +175,33 @@ async def test_missing_subprotocol_is_400(bakery: Stack) -> None:
     [
         ("{not json", "invalid_json"),
         ('{"type": "dance"}', "unknown_type"),
-        ('{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": []}}', "invalid_frame"),
-        ('{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
-         '[{"id": "a", "title": "A", "target_tokens": 5000}]}}', "invalid_frame"),
-        ('{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
-         '[{"id": "a", "title": "A", "target_tokens": 10}, {"id": "a", "title": "B", "target_tokens": 10}]}}',
-         "invalid_outline"),
-        ('{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
-         '[{"title": "A", "target_tokens": 10}]}}', "invalid_frame"),
+        (
+            '{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": []}}',
+            "invalid_frame",
+        ),
+        (
+            '{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
+            '[{"id": "a", "title": "A", "target_tokens": 5000}]}}',
+            "invalid_frame",
+        ),
+        (
+            '{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
+            '[{"id": "a", "title": "A", "target_tokens": 10}, '
+            '{"id": "a", "title": "B", "target_tokens": 10}]}}',
+            "invalid_outline",
+        ),
+        (
+            '{"type": "generate", "outline": {"document_id": "d", "title": "t", "sections": '
+            '[{"title": "A", "target_tokens": 10}]}}',
+            "invalid_frame",
+        ),
         ('{"type": "resume", "run_id": "nope", "after_seq": 0}', "run_not_found"),
         ('{"type": "cancel", "run_id": "nope"}', "run_not_found"),
     ],
 )
-async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(bakery: Stack, raw: str, code: str) -> None:
+async def test_bad_frames_get_an_error_frame_and_the_socket_stays_usable(
+    bakery: Stack, raw: str, code: str
+) -> None:
     client = await bakery.connect()
     await client.ws.send_str(raw)
     error = await client.recv()

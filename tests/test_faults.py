@@ -19,10 +19,17 @@ from aiohttp import web
 from services.edge.app import create_app
 from services.summary.server import SummaryServer
 from services.summary.settings import SummarySettings
-from tests.support.raw_ws import RawWebSocket
 from tests.support.processes import start_edge_process, stop_process
+from tests.support.raw_ws import RawWebSocket
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
-from tests.support.stack import OUTLINE_3, ProtocolClient, Stack, sections_text, start_stack, wait_for
+from tests.support.stack import (
+    OUTLINE_3,
+    ProtocolClient,
+    Stack,
+    sections_text,
+    start_stack,
+    wait_for,
+)
 
 LONG_TEXT = " ".join(f"word{i}." for i in range(200))
 
@@ -47,7 +54,9 @@ def assert_whole(frames: list[dict[str, Any]]) -> None:
         assert hashlib.sha256(texts[end["section_id"]].encode()).hexdigest() == end["text_sha256"]
 
 
-async def run_frames_until(client: ProtocolClient, kind: str, *, count: int = 1, timeout: float = 20) -> list[dict[str, Any]]:
+async def run_frames_until(
+    client: ProtocolClient, kind: str, *, count: int = 1, timeout: float = 20
+) -> list[dict[str, Any]]:
     seen = 0
 
     def hit(frame: dict[str, Any]) -> bool:
@@ -61,7 +70,9 @@ async def run_frames_until(client: ProtocolClient, kind: str, *, count: int = 1,
 # --- cancel and disconnect -----------------------------------------------------------------
 
 
-async def test_cancel_mid_section_closes_the_llm_stream_within_200ms(runlog_url: str | None) -> None:
+async def test_cancel_mid_section_closes_the_llm_stream_within_200ms(
+    runlog_url: str | None,
+) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT), token_delay_s=0.02))
     stack = await start_stack(llm, runlog_url=runlog_url)
     try:
@@ -100,7 +111,9 @@ async def test_disconnect_is_not_cancel_but_the_grace_period_is(runlog_url: str 
         # ...and cancelled once nobody came back within the grace period.
         await wait_for(lambda: llm.requests[0].disconnected_at is not None, 3)
         again = await stack.connect()
-        await again.send({"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]})
+        await again.send(
+            {"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]}
+        )
         tail = await again.run_to_end()
         assert tail[-1]["status"] == "cancelled"
         assert_whole(frames + tail)
@@ -109,7 +122,9 @@ async def test_disconnect_is_not_cancel_but_the_grace_period_is(runlog_url: str 
 
 
 async def _extra_edge(stack: Stack) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(create_app(stack.edge_settings), handle_signals=False, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        create_app(stack.edge_settings), handle_signals=False, shutdown_timeout=1.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -119,7 +134,9 @@ async def _extra_edge(stack: Stack) -> tuple[web.AppRunner, str]:
 
 async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str | None) -> None:
     rng = random.Random(20261125)
-    llm = ScriptedLLM(lambda n, b: Reply(tokens=words(f"Run text {n}. " + LONG_TEXT[:300]), token_delay_s=0.001))
+    llm = ScriptedLLM(
+        lambda n, b: Reply(tokens=words(f"Run text {n}. " + LONG_TEXT[:300]), token_delay_s=0.001)
+    )
     stack = await start_stack(llm, runlog_url=runlog_url)
     process, process_port = await start_edge_process(stack.generator_addr)
     other_runner, other_url = await _extra_edge(stack)
@@ -134,14 +151,21 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
             client.ws._response.connection.transport.abort()  # type: ignore[union-attr]
             await client.session.close()
             route = attempt % 3
-            url = stack.ws_url if route == 0 else other_url if route == 1 else f"http://127.0.0.1:{process_port}/v1/ws"
-            frames = frames if frames[-1]["type"] != "run_end" else frames
+            url = (
+                stack.ws_url
+                if route == 0
+                else other_url
+                if route == 1
+                else f"http://127.0.0.1:{process_port}/v1/ws"
+            )
             async with aiohttp.ClientSession() as session:
                 token = stack.token(f"user{attempt % 5}")
                 ws = await session.ws_connect(url, protocols=("docgen.v1", f"bearer.{token}"))
                 resumed = ProtocolClient(session, ws)
                 last = frames[-1]["seq"]
-                await resumed.send({"type": "resume", "run_id": frames[0]["run_id"], "after_seq": last})
+                await resumed.send(
+                    {"type": "resume", "run_id": frames[0]["run_id"], "after_seq": last}
+                )
                 if frames[-1]["type"] != "run_end":
                     frames += await resumed.run_to_end()
                 await ws.close()
@@ -159,7 +183,9 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
 # --- LLM faults ------------------------------------------------------------------------------
 
 
-async def test_429_before_the_first_token_is_retried_honouring_retry_after(runlog_url: str | None) -> None:
+async def test_429_before_the_first_token_is_retried_honouring_retry_after(
+    runlog_url: str | None,
+) -> None:
     def script(n: int, body: dict[str, Any]) -> Reply:
         return Reply(status=429, retry_after_s=0.3) if n == 0 else Reply(tokens=words("Fine now."))
 
@@ -184,7 +210,9 @@ async def test_429_before_the_first_token_is_retried_honouring_retry_after(runlo
         (Reply(status=400), "llm_rejected", 1),  # retrying a rejected request cannot help
     ],
 )
-async def test_llm_status_errors_end_the_run_failed(reply: Reply, code: str, requests: int, runlog_url: str | None) -> None:
+async def test_llm_status_errors_end_the_run_failed(
+    reply: Reply, code: str, requests: int, runlog_url: str | None
+) -> None:
     llm = ScriptedLLM(lambda n, b: reply)
     stack = await start_stack(llm, generator={"llm_connect_retries": 2}, runlog_url=runlog_url)
     try:
@@ -202,7 +230,9 @@ async def test_llm_status_errors_end_the_run_failed(reply: Reply, code: str, req
 
 
 async def test_unreachable_llm_fails_the_run_with_llm_unavailable(runlog_url: str | None) -> None:
-    stack = await start_stack(generator={"llm_base_url": "http://127.0.0.1:9/v1"}, runlog_url=runlog_url)
+    stack = await start_stack(
+        generator={"llm_base_url": "http://127.0.0.1:9/v1"}, runlog_url=runlog_url
+    )
     try:
         client = await stack.connect()
         await client.send({"type": "generate", "outline": outline(1)})
@@ -214,13 +244,19 @@ async def test_unreachable_llm_fails_the_run_with_llm_unavailable(runlog_url: st
 
 
 @pytest.mark.parametrize("fault", ["drop", "stall"])
-async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(fault: str, runlog_url: str | None) -> None:
+async def test_a_broken_stream_restarts_the_section_with_the_next_attempt(
+    fault: str, runlog_url: str | None
+) -> None:
     first = words("This attempt will break halfway through its text.")
     second = words("The second attempt is whole.")
 
     def script(n: int, body: dict[str, Any]) -> Reply:
         if n == 0:
-            return Reply(tokens=first, drop_after=4) if fault == "drop" else Reply(tokens=first, stall_after=4)
+            return (
+                Reply(tokens=first, drop_after=4)
+                if fault == "drop"
+                else Reply(tokens=first, stall_after=4)
+            )
         return Reply(tokens=second)
 
     llm = ScriptedLLM(script)
@@ -258,7 +294,12 @@ async def test_attempts_exhausted_gives_llm_stream_failed(runlog_url: str | None
 
 
 async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) -> None:
-    llm = ScriptedLLM(lambda n, b: Reply(tokens=words(f"Sentence number {n} is here. And another one for {n}."), token_delay_s=0.01))
+    llm = ScriptedLLM(
+        lambda n, b: Reply(
+            tokens=words(f"Sentence number {n} is here. And another one for {n}."),
+            token_delay_s=0.01,
+        )
+    )
     stack = await start_stack(llm, runlog_url=runlog_url)
     try:
         summary_addr = f"127.0.0.1:{stack.summary.port}"
@@ -279,15 +320,18 @@ async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) ->
         frames += await client.run_to_end(timeout=30)
         assert frames[-1]["status"] == "completed"
         assert frames[-2]["type"] in ("summary_update", "error")
-        assert any(f["type"] == "summary_update" for f in frames[frames.index(error):]), \
+        assert any(f["type"] == "summary_update" for f in frames[frames.index(error) :]), (
             "summary updates should resume once the service is back"
+        )
         versions = [f["version"] for f in frames if f["type"] == "summary_update"]
         assert versions == list(range(1, len(versions) + 1))
     finally:
         await stack.close()
 
 
-async def test_generator_down_gives_a_retryable_error_at_once_and_recovers(runlog_url: str | None) -> None:
+async def test_generator_down_gives_a_retryable_error_at_once_and_recovers(
+    runlog_url: str | None,
+) -> None:
     stack = await start_stack(runlog_url=runlog_url)
     try:
         generator_addr = stack.generator_addr
@@ -316,14 +360,18 @@ async def test_generator_down_gives_a_retryable_error_at_once_and_recovers(runlo
         await stack.close()
 
 
-async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(runlog_url: str | None) -> None:
+async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(
+    runlog_url: str | None,
+) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT[:400]), token_delay_s=0.01))
     stack = await start_stack(llm, runlog_url=runlog_url)
     process, port = await start_edge_process(stack.generator_addr)
     try:
         token = stack.token()
         async with aiohttp.ClientSession() as session:
-            ws = await session.ws_connect(f"http://127.0.0.1:{port}/v1/ws", protocols=("docgen.v1", f"bearer.{token}"))
+            ws = await session.ws_connect(
+                f"http://127.0.0.1:{port}/v1/ws", protocols=("docgen.v1", f"bearer.{token}")
+            )
             client = ProtocolClient(session, ws)
             await client.send({"type": "generate", "outline": outline(2)})
             frames = await run_frames_until(client, "section_chunk", count=5)
@@ -340,7 +388,9 @@ async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(runlog
             assert ws.close_code == 4000
         assert await asyncio.wait_for(process.wait(), 10) == 0
         again = await stack.connect()
-        await again.send({"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]})
+        await again.send(
+            {"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]}
+        )
         frames += await again.run_to_end()
         assert frames[-1]["status"] == "completed"
         assert_whole(frames)
@@ -349,19 +399,28 @@ async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(runlog
         await stack.close()
 
 
-async def test_a_client_that_never_reads_is_closed_4001_and_can_resume(runlog_url: str | None) -> None:
+async def test_a_client_that_never_reads_is_closed_4001_and_can_resume(
+    runlog_url: str | None,
+) -> None:
     # ~8 MB of frames: more than the socket buffers hold, so the edge's own queue overflows.
     # (The heartbeat is slowed down: a client that never reads never answers pings either.)
     llm = ScriptedLLM(lambda n, b: Reply(tokens=[f" t{i}" + "x" * 1000 for i in range(8000)]))
-    stack = await start_stack(llm, edge={"send_queue_frames": 64, "heartbeat_s": 120}, runlog_url=runlog_url)
+    stack = await start_stack(
+        llm, edge={"send_queue_frames": 64, "heartbeat_s": 120}, runlog_url=runlog_url
+    )
     try:
         raw = await RawWebSocket.connect(
-            "127.0.0.1", stack.edge_port, protocols=f"docgen.v1, bearer.{stack.token()}", rcvbuf=4096
+            "127.0.0.1",
+            stack.edge_port,
+            protocols=f"docgen.v1, bearer.{stack.token()}",
+            rcvbuf=4096,
         )
         assert raw.status == 101
         raw.send(json.dumps({"type": "generate", "outline": outline(1, 4000)}).encode())
         # Read nothing until the run is over and the edge has long given up on this socket.
-        await wait_for(lambda: stack.generator.registry.active_runs == 0 and len(stack.llm.requests) == 1, 30)
+        await wait_for(
+            lambda: stack.generator.registry.active_runs == 0 and len(stack.llm.requests) == 1, 30
+        )
         await asyncio.sleep(1)
         frames: list[dict[str, Any]] = []
         while True:
@@ -375,7 +434,9 @@ async def test_a_client_that_never_reads_is_closed_4001_and_can_resume(runlog_ur
         assert frame.close_code == 4001
         assert frames[-1]["type"] != "run_end"  # closed long before the run ended
         again = await stack.connect()
-        await again.send({"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]})
+        await again.send(
+            {"type": "resume", "run_id": frames[0]["run_id"], "after_seq": frames[-1]["seq"]}
+        )
         frames += await again.run_to_end(timeout=60)
         assert frames[-1]["status"] == "completed"
         assert_whole(frames)

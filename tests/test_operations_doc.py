@@ -17,13 +17,18 @@ DOC = (ROOT / "docs" / "operations.md").read_text()
 
 def test_settings_table_matches_the_settings_classes() -> None:
     done = subprocess.run(
-        [sys.executable, "scripts/settings_doc.py", "--check"], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "scripts/settings_doc.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_env_var_the_code_reads_is_documented() -> None:
-    code = "\n".join(p.read_text() for d in ("services", "clients") for p in (ROOT / d).rglob("*.py"))
+    code = "\n".join(
+        p.read_text() for d in ("services", "clients") for p in (ROOT / d).rglob("*.py")
+    )
     names = set(re.findall(r"\"(DOCGEN_[A-Z0-9_]+)\"", code))
     assert names, "the pattern found no env var at all"
     missing = sorted(n for n in names if n not in DOC)

@@ -9,9 +9,15 @@ from services.generator.settings import BUNDLED_LLM_BASE_URL, BUNDLED_LLM_MODEL
 from services.summary.settings import SummarySettings
 
 VARIABLES = (
-    "DOCGEN_SUMMARY_MODE", "DOCGEN_SUMMARY_LLM_BASE_URL", "DOCGEN_SUMMARY_LLM_MODEL",
-    "DOCGEN_SUMMARY_LLM_API_KEY", "DOCGEN_SUMMARY_LLM_DEADLINE_S", "DOCGEN_LLM_BASE_URL",
-    "DOCGEN_LLM_MODEL", "DOCGEN_LLM_API_KEY", "OPENAI_API_KEY",
+    "DOCGEN_SUMMARY_MODE",
+    "DOCGEN_SUMMARY_LLM_BASE_URL",
+    "DOCGEN_SUMMARY_LLM_MODEL",
+    "DOCGEN_SUMMARY_LLM_API_KEY",
+    "DOCGEN_SUMMARY_LLM_DEADLINE_S",
+    "DOCGEN_LLM_BASE_URL",
+    "DOCGEN_LLM_MODEL",
+    "DOCGEN_LLM_API_KEY",
+    "OPENAI_API_KEY",
 )
 
 
@@ -37,7 +43,9 @@ def test_refinement_llm_falls_back_to_the_generators(monkeypatch: pytest.MonkeyP
     settings = SummarySettings.from_env()
     assert settings.mode == "llm"
     assert (settings.llm_base_url, settings.llm_model, settings.llm_api_key) == (
-        "http://gen:8000/v1", "gen-model", "sk-openai",
+        "http://gen:8000/v1",
+        "gen-model",
+        "sk-openai",
     )
     monkeypatch.setenv("DOCGEN_LLM_API_KEY", "sk-gen")
     assert SummarySettings.from_env().llm_api_key == "sk-gen"
@@ -53,15 +61,20 @@ def test_refinement_llm_settings_of_its_own_win(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("DOCGEN_SUMMARY_LLM_DEADLINE_S", "2.5")
     settings = SummarySettings.from_env()
     assert (settings.llm_base_url, settings.llm_model, settings.llm_api_key) == (
-        "http://sum:8000/v1", "sum-model", "sk-sum",
+        "http://sum:8000/v1",
+        "sum-model",
+        "sk-sum",
     )
     assert settings.llm_deadline_s == 2.5
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("DOCGEN_SUMMARY_MODE", "abstractive"), ("DOCGEN_SUMMARY_LLM_DEADLINE_S", "soon"),
-     ("DOCGEN_SUMMARY_LLM_DEADLINE_S", "0")],
+    [
+        ("DOCGEN_SUMMARY_MODE", "abstractive"),
+        ("DOCGEN_SUMMARY_LLM_DEADLINE_S", "soon"),
+        ("DOCGEN_SUMMARY_LLM_DEADLINE_S", "0"),
+    ],
 )
 def test_bad_values_fail_loudly_naming_the_variable(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str

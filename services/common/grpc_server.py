@@ -29,7 +29,9 @@ def add_port(server: grpc.aio.Server, address: str, tls: GrpcTls | None = None) 
     return server.add_secure_port(address, tls.server_credentials())
 
 
-async def set_serving(health_servicer: health.aio.HealthServicer, names: list[str], serving: bool) -> None:
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, names: list[str], serving: bool
+) -> None:
     status = (
         health_pb2.HealthCheckResponse.SERVING
         if serving

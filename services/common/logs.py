@@ -12,12 +12,16 @@ import hashlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("docgen_log_context", default={})
+# Never mutated in place: every change sets a new mapping, so tasks never share one.
+_CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "docgen_log_context", default=MappingProxyType({})
+)
 
 
 def hash_user(user_id: str) -> str:
@@ -25,7 +29,7 @@ def hash_user(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:12]
 
 
-def current_log_context() -> dict[str, Any]:
+def current_log_context() -> Mapping[str, Any]:
     return _CONTEXT.get()
 
 

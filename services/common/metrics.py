@@ -82,7 +82,10 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> None:
     except OSError as error:
         logging.getLogger(__name__).error(
             "cannot serve metrics on %s:%d (%s); set the service's *_METRICS_PORT to a free "
-            "port, or 0 to disable", host, port, error,
+            "port, or 0 to disable",
+            host,
+            port,
+            error,
         )
 
 

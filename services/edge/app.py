@@ -42,7 +42,7 @@ VERIFIER = web.AppKey("verifier", TokenVerifier)
 VALIDATOR = web.AppKey("validator", FrameValidator)
 GENERATOR_CHANNEL = web.AppKey("generator_channel", grpc.aio.Channel)
 GENERATOR = web.AppKey("generator", GeneratorClient)
-SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
 CONNECTIONS = web.AppKey("connections", ConnectionLimiter)
 
@@ -134,7 +134,10 @@ async def serve_socket(
             metrics.WS_CLOSES.labels(str(ws.close_code)).inc()
             log.info(
                 "socket closed",
-                extra={"close_code": ws.close_code, "duration_ms": int((time.monotonic() - opened) * 1000)},
+                extra={
+                    "close_code": ws.close_code,
+                    "duration_ms": int((time.monotonic() - opened) * 1000),
+                },
             )
     return ws
 
@@ -159,7 +162,9 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
     except grpc.aio.AioRpcError as error:
-        return web.json_response({"status": "generator_unreachable", "detail": error.code().name}, status=503)
+        return web.json_response(
+            {"status": "generator_unreachable", "detail": error.code().name}, status=503
+        )
     if answer.status != health_pb2.HealthCheckResponse.SERVING:
         return web.json_response({"status": "generator_not_serving"}, status=503)
     return web.json_response({"status": "ready"})
@@ -182,7 +187,8 @@ async def on_shutdown(app: web.Application) -> None:
     # Readiness fails and upgrades are refused from now on; open sockets are told to
     # reconnect (4000), which lands them on another edge that can resume their runs.
     app[SHUTTING_DOWN][0] = True
-    for ws in list(app[SOCKETS]):
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for ws in list(sockets):
         await close_for_shutdown(ws)
 
 

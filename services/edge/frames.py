@@ -143,7 +143,11 @@ def error_frame(
 
 
 def pong_frame(request_id: str | None) -> dict[str, Any]:
-    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "pong", "ts": time.time_ns() // 1_000_000}
+    frame: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "type": "pong",
+        "ts": time.time_ns() // 1_000_000,
+    }
     if request_id is not None:
         frame["request_id"] = request_id
     return frame

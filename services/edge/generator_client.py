@@ -37,7 +37,9 @@ def error_from_status(error: grpc.aio.AioRpcError) -> ProtocolError:
 
 
 class GeneratorClient:
-    def __init__(self, channel: grpc.aio.Channel, *, unary_timeout_s: float, stream_timeout_s: float) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, *, unary_timeout_s: float, stream_timeout_s: float
+    ) -> None:
         self._stub = generator_pb2_grpc.GeneratorServiceStub(channel)
         self._unary_timeout_s = unary_timeout_s
         self._stream_timeout_s = stream_timeout_s
@@ -56,9 +58,7 @@ class GeneratorClient:
             wait_for_ready=False,
         )
 
-    def attach_run(
-        self, run_id: str, *, user_id: str, after_seq: int
-    ) -> grpc.aio.UnaryStreamCall:
+    def attach_run(self, run_id: str, *, user_id: str, after_seq: int) -> grpc.aio.UnaryStreamCall:
         return self._stub.AttachRun(
             generator_pb2.AttachRunRequest(run_id=run_id, user_id=user_id, after_seq=after_seq),
             timeout=self._stream_timeout_s,

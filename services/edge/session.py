@@ -57,7 +57,9 @@ class SocketSession:
         self._validator = validator
         self._settings = settings
         # (encoded frame, its event time in Unix ms or 0): the time feeds the relay metric.
-        self._outbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue(maxsize=settings.send_queue_frames)
+        self._outbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue(
+            maxsize=settings.send_queue_frames
+        )
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -95,7 +97,9 @@ class SocketSession:
                 elif message.type == WSMsgType.BINARY:
                     self._send(
                         frames.error_frame(
-                            "binary_not_supported", "send frames as UTF-8 JSON text", retryable=False
+                            "binary_not_supported",
+                            "send frames as UTF-8 JSON text",
+                            retryable=False,
                         )
                     )
                 elif message.type == WSMsgType.ERROR:
@@ -117,7 +121,9 @@ class SocketSession:
         try:
             self._outbox.put_nowait((frames.encode(frame), frame["ts"] if "seq" in frame else 0))
         except asyncio.QueueFull:
-            log.warning("closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize())
+            log.warning(
+                "closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize()
+            )
             self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
 
     async def _write_outbox(self) -> None:
@@ -169,7 +175,9 @@ class SocketSession:
         try:
             frame = frames.decode(data)
         except ValueError:
-            self._send(frames.error_frame("invalid_json", "the frame is not valid JSON", retryable=False))
+            self._send(
+                frames.error_frame("invalid_json", "the frame is not valid JSON", retryable=False)
+            )
             return
         problem = self._validator.validate_client(frame)
         request_id = frame.get("request_id") if isinstance(frame, dict) else None
@@ -185,7 +193,9 @@ class SocketSession:
             return
         # Every request gets its own trace id; the tasks it starts inherit it, and it travels
         # to the generator (gRPC metadata), the summary service and the LLM (headers).
-        with bind_log_context(trace_id=new_trace_id(), request_id=request_id, run_id=frame.get("run_id")):
+        with bind_log_context(
+            trace_id=new_trace_id(), request_id=request_id, run_id=frame.get("run_id")
+        ):
             log.info("client request", extra={"type": kind})
             if kind == "generate":
                 self._start(frame, request_id)
@@ -202,7 +212,9 @@ class SocketSession:
                 return self._generator.start_run(
                     outline, user_id=self._principal.user_id, request_id=request_id or ""
                 )
-            return self._generator.attach_run(run_id, user_id=self._principal.user_id, after_seq=after_seq)
+            return self._generator.attach_run(
+                run_id, user_id=self._principal.user_id, after_seq=after_seq
+            )
 
         self._spawn(self._follow(None, 0, open_stream, request_id))
 
@@ -212,7 +224,9 @@ class SocketSession:
             previous.cancel()  # the client restarts this run's stream from its own cursor
 
         def open_stream(run_id_: str | None, after: int) -> grpc.aio.UnaryStreamCall:
-            return self._generator.attach_run(run_id, user_id=self._principal.user_id, after_seq=after)
+            return self._generator.attach_run(
+                run_id, user_id=self._principal.user_id, after_seq=after
+            )
 
         self._spawn(self._follow(run_id, after_seq, open_stream, request_id))
 
@@ -279,12 +293,17 @@ class SocketSession:
             problem = error_from_status(error)
             self._send(
                 frames.error_frame(
-                    problem.code, problem.message, retryable=problem.retryable,
-                    request_id=request_id, run_id=run_id,
+                    problem.code,
+                    problem.message,
+                    retryable=problem.retryable,
+                    request_id=request_id,
+                    run_id=run_id,
                 )
             )
 
 
 async def close_for_shutdown(ws: web.WebSocketResponse) -> None:
     with contextlib.suppress(Exception):
-        await ws.close(code=CloseCode.SERVER_SHUTDOWN, message=b"server restarting: reconnect and resume")
+        await ws.close(
+            code=CloseCode.SERVER_SHUTDOWN, message=b"server restarting: reconnect and resume"
+        )

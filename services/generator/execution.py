@@ -110,7 +110,9 @@ class RunExecution:
         except Exception as error:  # a bug must still end the run properly
             log.exception("run %s failed unexpectedly", self._log.run_id)
             self._append_error(
-                "internal", f"internal error ({type(error).__name__}); start a new run", retryable=True
+                "internal",
+                f"internal error ({type(error).__name__}); start a new run",
+                retryable=True,
             )
             status = events_pb2.RUN_STATUS_FAILED
         finally:
@@ -133,7 +135,11 @@ class RunExecution:
         metrics.RUNS.labels(status_name).inc()
         log.info(
             "run ended",
-            extra={"status": status_name, "duration_ms": duration_ms, "output_tokens": self._output_tokens},
+            extra={
+                "status": status_name,
+                "duration_ms": duration_ms,
+                "output_tokens": self._output_tokens,
+            },
         )
 
     def _restore(self, resume: ResumePoint) -> None:
@@ -174,7 +180,9 @@ class RunExecution:
             def on_delta(delta: str, parts: list[str] = parts) -> None:
                 parts.append(delta)
                 self._log.append(
-                    section_chunk=events_pb2.SectionChunk(section_id=section.id, index=index, delta=delta)
+                    section_chunk=events_pb2.SectionChunk(
+                        section_id=section.id, index=index, delta=delta
+                    )
                 )
 
             try:
@@ -185,7 +193,14 @@ class RunExecution:
                     extra_headers=outgoing_headers(),
                 )
             except asyncio.CancelledError:
-                self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_CANCELLED, len(parts), 0, started)
+                self._end_section(
+                    index,
+                    "".join(parts),
+                    events_pb2.FINISH_REASON_CANCELLED,
+                    len(parts),
+                    0,
+                    started,
+                )
                 raise
             except LLMError as error:
                 if error.retryable and error.code == "llm_stream_failed" and attempt < last_attempt:
@@ -195,14 +210,22 @@ class RunExecution:
                     )
                     metrics.LLM_RETRIES.labels("section").inc()
                     continue
-                self._end_section(index, "".join(parts), events_pb2.FINISH_REASON_ERROR, len(parts), 0, started)
-                self._append_error(error.code, str(error), retryable=error.retryable, section_id=section.id)
+                self._end_section(
+                    index, "".join(parts), events_pb2.FINISH_REASON_ERROR, len(parts), 0, started
+                )
+                self._append_error(
+                    error.code, str(error), retryable=error.retryable, section_id=section.id
+                )
                 raise _SectionFailed from error
             self._output_tokens += result.output_tokens
             self._sections_completed += 1
             ended_at = self._end_section(
-                index, result.text, FINISH_REASONS[result.finish_reason], result.output_tokens,
-                result.ttft_ms, started,
+                index,
+                result.text,
+                FINISH_REASONS[result.finish_reason],
+                result.output_tokens,
+                result.ttft_ms,
+                started,
             )
             return result.text, ended_at
         raise AssertionError("unreachable: the last attempt returns or raises")
@@ -232,7 +255,9 @@ class RunExecution:
             "section ended",
             extra={
                 "section_id": section.id,
-                "finish_reason": events_pb2.FinishReason.Name(reason).removeprefix("FINISH_REASON_").lower(),  # type: ignore[arg-type]
+                "finish_reason": events_pb2.FinishReason.Name(reason)  # type: ignore[arg-type]
+                .removeprefix("FINISH_REASON_")
+                .lower(),
                 "output_tokens": output_tokens,
                 "ttft_ms": ttft_ms,
                 "duration_ms": int(duration_s * 1000),
@@ -249,16 +274,21 @@ class RunExecution:
         request = summary_pb2.UpdateSummaryRequest(
             document_title=self._outline.title,
             previous=self._summary,
-            section=summary_pb2.FinishedSection(section_id=section.id, title=section.title, text=text),
+            section=summary_pb2.FinishedSection(
+                section_id=section.id, title=section.title, text=text
+            ),
         )
         updates = self._summaries.update(
-            request, timeout_s=self._settings.summary_deadline_s + self._settings.summary_refine_deadline_s
+            request,
+            timeout_s=self._settings.summary_deadline_s + self._settings.summary_refine_deadline_s,
         ).__aiter__()
         try:
             async with asyncio.timeout(self._settings.summary_deadline_s):
                 first = await updates.__anext__()
         except (SummaryUnavailable, TimeoutError, StopAsyncIteration) as error:
-            log.warning("summary unavailable", extra={"section_id": section.id, "error": repr(error)})
+            log.warning(
+                "summary unavailable", extra={"section_id": section.id, "error": repr(error)}
+            )
             await _close(updates)
             self._append_error(
                 "summary_unavailable",
@@ -290,7 +320,10 @@ class RunExecution:
                     self._apply_summary(update, index, ended_at)
         except (SummaryUnavailable, TimeoutError) as error:
             # The fast summary stands; a refinement is an optional improvement.
-            log.info("summary refinement skipped", extra={"section_id": self._outline.sections[index].id, "error": repr(error)})
+            log.info(
+                "summary refinement skipped",
+                extra={"section_id": self._outline.sections[index].id, "error": repr(error)},
+            )
         finally:
             await _close(updates)
 
@@ -316,17 +349,27 @@ class RunExecution:
                 latency_ms=int(latency_s * 1000),
             )
         )
-        method = events_pb2.SummaryMethod.Name(update.method).removeprefix("SUMMARY_METHOD_").lower()  # type: ignore[arg-type]
+        method = (
+            events_pb2.SummaryMethod.Name(update.method).removeprefix("SUMMARY_METHOD_").lower()
+        )  # type: ignore[arg-type]
         metrics.SUMMARY_LATENCY_SECONDS.labels(method).observe(latency_s)
         log.info(
             "summary updated",
-            extra={"section_id": self._outline.sections[index].id, "version": self._summary_version,
-                   "method": method, "latency_ms": int(latency_s * 1000)},
+            extra={
+                "section_id": self._outline.sections[index].id,
+                "version": self._summary_version,
+                "method": method,
+                "latency_ms": int(latency_s * 1000),
+            },
         )
 
-    def _append_error(self, code: str, message: str, *, retryable: bool, section_id: str = "") -> None:
+    def _append_error(
+        self, code: str, message: str, *, retryable: bool, section_id: str = ""
+    ) -> None:
         self._log.append(
-            error=events_pb2.RunError(code=code, message=message, retryable=retryable, section_id=section_id)
+            error=events_pb2.RunError(
+                code=code, message=message, retryable=retryable, section_id=section_id
+            )
         )
         metrics.RUN_ERRORS.labels(code).inc()
 

@@ -24,6 +24,7 @@ def as_data(text: str) -> str:
     of a delimiter-like tag becomes `‹`. Anything else is left as the user wrote it."""
     return _DELIMITER.sub(r"‹\2", text)
 
+
 # English prose averages about 0.75 words per token; the number helps small models pace.
 WORDS_PER_TOKEN = 0.75
 

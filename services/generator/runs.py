@@ -106,7 +106,9 @@ def validate_outline(
         if not section.title.strip():
             problems.append(f"{where}.title is empty")
         if not 1 <= section.target_tokens <= MAX_TARGET_TOKENS:
-            problems.append(f"{where}.target_tokens must be 1..{MAX_TARGET_TOKENS}, got {section.target_tokens}")
+            problems.append(
+                f"{where}.target_tokens must be 1..{MAX_TARGET_TOKENS}, got {section.target_tokens}"
+            )
     if problems:
         raise InvalidOutline("; ".join(problems))
 
@@ -182,13 +184,17 @@ class RunRegistry:
         """Writes on a run taken over from a generator that died (called by the store)."""
         run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
         trace_id = adopted.trace_id or new_trace_id()
-        context = self._launch(run, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume)
+        context = self._launch(
+            run, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
+        )
         context.run(
             log.info,
             "run taken over",
-            extra={"last_seq": adopted.log.last_seq,
-                   "next_section": adopted.resume.next_index if adopted.resume else 0,
-                   "attempt": adopted.resume.next_attempt if adopted.resume else 1},
+            extra={
+                "last_seq": adopted.log.last_seq,
+                "next_section": adopted.resume.next_index if adopted.resume else 0,
+                "attempt": adopted.resume.next_attempt if adopted.resume else 1,
+            },
         )
         if adopted.cancel_requested:
             # After the task's first step, so that it ends the run with the usual frames.
@@ -364,4 +370,6 @@ class RunRegistry:
             if self._runs.get(run.run_id) is run:
                 del self._runs[run.run_id]
             return
-        asyncio.get_running_loop().call_later(self._settings.run_ttl_s, self._runs.pop, run.run_id, None)
+        asyncio.get_running_loop().call_later(
+            self._settings.run_ttl_s, self._runs.pop, run.run_id, None
+        )

@@ -75,7 +75,9 @@ def _translate(error: Exception, *, started: bool, partial_text: str) -> LLMErro
             )
         return LLMRejected(f"the LLM rejected the request (HTTP {status}): {error.message}")
     if started:
-        return LLMStreamFailed(f"the LLM stream broke: {type(error).__name__}", partial_text=partial_text)
+        return LLMStreamFailed(
+            f"the LLM stream broke: {type(error).__name__}", partial_text=partial_text
+        )
     if isinstance(error, TimeoutError):
         return LLMStreamFailed("the LLM accepted the request but sent no token in time")
     return LLMUnavailable(f"the LLM is unreachable ({type(error).__name__}); try again later")
@@ -177,7 +179,7 @@ class SectionWriter:
         ttft_ms = 0
         stream_open = False
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
+            async with self._client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
                 model=self._model,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
@@ -202,7 +204,9 @@ class SectionWriter:
                         break
                     chunk: dict[str, Any] = json.loads(data)
                     if chunk.get("error"):
-                        raise LLMStreamFailed(f"the LLM reported an error mid-stream: {chunk['error']}")
+                        raise LLMStreamFailed(
+                            f"the LLM reported an error mid-stream: {chunk['error']}"
+                        )
                     usage = chunk.get("usage")
                     if usage and usage.get("completion_tokens") is not None:
                         usage_tokens = int(usage["completion_tokens"])
@@ -219,7 +223,13 @@ class SectionWriter:
         except LLMError as error:
             error.partial_text = "".join(parts)
             raise
-        except (openai.APIError, _http.HTTPError, OSError, TimeoutError, json.JSONDecodeError) as error:
+        except (
+            openai.APIError,
+            _http.HTTPError,
+            OSError,
+            TimeoutError,
+            json.JSONDecodeError,
+        ) as error:
             raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
         if finish_reason not in ("stop", "length"):
             finish_reason = "stop"

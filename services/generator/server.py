@@ -11,9 +11,9 @@ import grpc
 import openai
 from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
+from services.common import metrics
 from services.common.grpc_client import channel
 from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
-from services.common import metrics
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
@@ -102,7 +102,9 @@ class GeneratorServer:
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
             max_retries=0,  # SectionWriter retries, counted and bounded
-            timeout=openai.Timeout(settings.llm_request_timeout_s, read=settings.llm_stall_timeout_s),
+            timeout=openai.Timeout(
+                settings.llm_request_timeout_s, read=settings.llm_stall_timeout_s
+            ),
         )
         writer = SectionWriter(
             self._llm,
@@ -124,7 +126,9 @@ class GeneratorServer:
         # spread their calls over generators added since (round-robin only balances over
         # the addresses it knows).
         self.server = grpc.aio.server(options=[("grpc.max_connection_age_ms", 300_000)])
-        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(GeneratorServicer(self.registry), self.server)
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
+            GeneratorServicer(self.registry), self.server
+        )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
         if self.port == 0:
@@ -157,7 +161,12 @@ async def serve() -> None:
     server = GeneratorServer(settings)
     await server.start()
     metrics.start_metrics_server(settings.metrics_port)
-    log.info("generator listening on %s (LLM %s, model %s)", settings.addr, settings.llm_base_url, settings.llm_model)
+    log.info(
+        "generator listening on %s (LLM %s, model %s)",
+        settings.addr,
+        settings.llm_base_url,
+        settings.llm_model,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -89,11 +89,17 @@ class GeneratorSettings:
             summary_addr=env_str("DOCGEN_SUMMARY_ADDR", cls.summary_addr),
             llm_base_url=env_str("DOCGEN_LLM_BASE_URL", cls.llm_base_url),
             llm_model=env_str("DOCGEN_LLM_MODEL", cls.llm_model),
-            llm_api_key=env_opt("DOCGEN_LLM_API_KEY") or env_opt("OPENAI_API_KEY") or cls.llm_api_key,
+            llm_api_key=env_opt("DOCGEN_LLM_API_KEY")
+            or env_opt("OPENAI_API_KEY")
+            or cls.llm_api_key,
             llm_temperature=env_float("DOCGEN_LLM_TEMPERATURE", cls.llm_temperature, minimum=0),
             llm_extra_body=_env_json_object("DOCGEN_LLM_EXTRA_BODY"),
-            llm_connect_retries=env_int("DOCGEN_LLM_MAX_RETRIES", cls.llm_connect_retries, minimum=0),
-            llm_request_timeout_s=env_float("DOCGEN_LLM_TIMEOUT_S", cls.llm_request_timeout_s, minimum=0.1),
+            llm_connect_retries=env_int(
+                "DOCGEN_LLM_MAX_RETRIES", cls.llm_connect_retries, minimum=0
+            ),
+            llm_request_timeout_s=env_float(
+                "DOCGEN_LLM_TIMEOUT_S", cls.llm_request_timeout_s, minimum=0.1
+            ),
             llm_stall_timeout_s=env_float(
                 "DOCGEN_LLM_STALL_TIMEOUT_S", cls.llm_stall_timeout_s, minimum=0.05
             ),

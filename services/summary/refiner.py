@@ -39,8 +39,15 @@ REFINE_TEMPERATURE = 0.2
 # A first line this short ending with ":" is a preamble ("Here is the rewritten summary:").
 PREAMBLE_MAX_WORDS = 8
 REFUSAL_OPENINGS = (
-    "i'm sorry", "i am sorry", "sorry,", "i cannot", "i can't", "i can not", "i'm unable",
-    "i am unable", "as an ai",
+    "i'm sorry",
+    "i am sorry",
+    "sorry,",
+    "i cannot",
+    "i can't",
+    "i can not",
+    "i'm unable",
+    "i am unable",
+    "as an ai",
 )
 
 SYSTEM_PROMPT = (

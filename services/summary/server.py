@@ -98,8 +98,11 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             # The fast summary stands: the stream just ends, the caller sees no error.
             log.info(
                 "summary refinement dropped",
-                extra={"reason": failure.reason, "detail": failure.detail,
-                       "elapsed_ms": int((time.perf_counter() - started) * 1000)},
+                extra={
+                    "reason": failure.reason,
+                    "detail": failure.detail,
+                    "elapsed_ms": int((time.perf_counter() - started) * 1000),
+                },
             )
             return
         _observe("llm", started)
@@ -172,7 +175,9 @@ async def serve() -> None:
     await server.start()
     log.info(
         "summary listening on %s (budget %d words, mode %s)",
-        settings.addr, settings.budget_words, settings.mode,
+        settings.addr,
+        settings.budget_words,
+        settings.mode,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

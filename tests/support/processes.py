@@ -21,12 +21,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def start_edge_process(generator_addr: str, *, port: int | None = None, **env: str) -> tuple[asyncio.subprocess.Process, int]:
+async def start_edge_process(
+    generator_addr: str, *, port: int | None = None, **env: str
+) -> tuple[asyncio.subprocess.Process, int]:
     port = port or free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.edge",
+        sys.executable,
+        "-m",
+        "services.edge",
         cwd=ROOT,
-        env={**os.environ, "DOCGEN_EDGE_PORT": str(port), "DOCGEN_GENERATOR_ADDR": generator_addr, **env},
+        env={
+            **os.environ,
+            "DOCGEN_EDGE_PORT": str(port),
+            "DOCGEN_GENERATOR_ADDR": generator_addr,
+            **env,
+        },
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -79,7 +88,9 @@ async def start_grpc_service(module: str, address: str, **env: str) -> asyncio.s
     """Starts `python -m services.<module>` with its stderr (JSON logs) piped."""
     variable = {"summary": "DOCGEN_SUMMARY_ADDR", "generator": "DOCGEN_GENERATOR_ADDR"}[module]
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", f"services.{module}",
+        sys.executable,
+        "-m",
+        f"services.{module}",
         cwd=ROOT,
         env={**os.environ, variable: address, **env},
         stdout=asyncio.subprocess.DEVNULL,

@@ -24,7 +24,9 @@ class RawFrame:
 
 
 class RawWebSocket:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: bytes) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: bytes
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.handshake = handshake
@@ -35,7 +37,13 @@ class RawWebSocket:
 
     @classmethod
     async def connect(
-        cls, host: str, port: int, *, protocols: str, extra_headers: str = "", rcvbuf: int | None = None
+        cls,
+        host: str,
+        port: int,
+        *,
+        protocols: str,
+        extra_headers: str = "",
+        rcvbuf: int | None = None,
     ) -> RawWebSocket:
         sock = socket.socket()
         if rcvbuf is not None:
@@ -45,7 +53,8 @@ class RawWebSocket:
         reader, writer = await asyncio.open_connection(sock=sock)
         key = base64.b64encode(os.urandom(16)).decode()
         request = (
-            f"GET /v1/ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"GET /v1/ws HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
             f"Sec-WebSocket-Protocol: {protocols}\r\n{extra_headers}\r\n"
         )

@@ -74,7 +74,9 @@ class ScriptedLLM:
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that goes away cancels the handler at once, so the
         # moment of disconnect is recorded even between tokens.
-        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True)
+        self._runner = web.AppRunner(
+            app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -85,11 +87,15 @@ class ScriptedLLM:
             await self._runner.cleanup()
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": "scripted", "object": "model"}]}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        record = RecordedRequest(body=body, headers=dict(request.headers), received_at=time.monotonic())
+        record = RecordedRequest(
+            body=body, headers=dict(request.headers), received_at=time.monotonic()
+        )
         self.requests.append(record)
         reply = self.script(len(self.requests) - 1, body)
         if reply.status != 200:
@@ -97,11 +103,19 @@ class ScriptedLLM:
             if reply.retry_after_s is not None:
                 headers["Retry-After"] = str(reply.retry_after_s)
             return web.json_response(
-                {"error": {"message": f"scripted status {reply.status}", "type": "scripted", "code": None}},
+                {
+                    "error": {
+                        "message": f"scripted status {reply.status}",
+                        "type": "scripted",
+                        "code": None,
+                    }
+                },
                 status=reply.status,
                 headers=headers,
             )
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         created = int(time.time())
         try:
@@ -122,9 +136,19 @@ class ScriptedLLM:
                     record.first_token_at = time.monotonic()
             await self._event(response, created, {}, reply.finish_reason)
             if reply.report_usage and (body.get("stream_options") or {}).get("include_usage"):
-                usage = {"prompt_tokens": 1, "completion_tokens": len(reply.tokens), "total_tokens": 1 + len(reply.tokens)}
-                chunk = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": created,
-                         "model": body.get("model", "scripted"), "choices": [], "usage": usage}
+                usage = {
+                    "prompt_tokens": 1,
+                    "completion_tokens": len(reply.tokens),
+                    "total_tokens": 1 + len(reply.tokens),
+                }
+                chunk = {
+                    "id": "chatcmpl-scripted",
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": body.get("model", "scripted"),
+                    "choices": [],
+                    "usage": usage,
+                }
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
             await response.write(b"data: [DONE]\n\n")
             record.completed = True
@@ -134,7 +158,9 @@ class ScriptedLLM:
         return response
 
     @staticmethod
-    async def _event(response: web.StreamResponse, created: int, delta: dict[str, Any], finish: str | None) -> None:
+    async def _event(
+        response: web.StreamResponse, created: int, delta: dict[str, Any], finish: str | None
+    ) -> None:
         chunk = {
             "id": "chatcmpl-scripted",
             "object": "chat.completion.chunk",

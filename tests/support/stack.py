@@ -33,7 +33,12 @@ OUTLINE_3 = {
     "title": "Running a small bakery",
     "sections": [
         {"id": "intro", "title": "Why bake", "brief": "Motivation", "target_tokens": 60},
-        {"id": "ovens", "title": "Choosing ovens", "brief": "Deck vs convection", "target_tokens": 60},
+        {
+            "id": "ovens",
+            "title": "Choosing ovens",
+            "brief": "Deck vs convection",
+            "target_tokens": 60,
+        },
         {"id": "money", "title": "Making money", "brief": "Margins", "target_tokens": 60},
     ],
 }
@@ -54,13 +59,17 @@ class ProtocolClient:
     async def recv(self, timeout: float = 10.0) -> dict[str, Any]:
         message = await self.ws.receive(timeout=timeout)
         if message.type != aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"expected a text frame, got {message.type.name} {message.data!r} {message.extra!r}")
+            raise ConnectionError(
+                f"expected a text frame, got {message.type.name} {message.data!r} {message.extra!r}"
+            )
         frame = json.loads(message.data)
         _VALIDATOR.validate_server(frame)
         self.received.append(frame)
         return frame
 
-    async def recv_until(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0) -> list[dict[str, Any]]:
+    async def recv_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 30.0
+    ) -> list[dict[str, Any]]:
         frames: list[dict[str, Any]] = []
         deadline = time.monotonic() + timeout
         while True:
@@ -100,9 +109,13 @@ class Stack:
             return mint_dev_token(sub, secret=DEV_JWT_SECRET)
         now = int(time.time())
         payload = {"sub": sub, "aud": "docgen", "iat": now, "exp": now + 3600, **claims}
-        return jwt.encode({k: v for k, v in payload.items() if v is not None}, DEV_JWT_SECRET, algorithm="HS256")
+        return jwt.encode(
+            {k: v for k, v in payload.items() if v is not None}, DEV_JWT_SECRET, algorithm="HS256"
+        )
 
-    async def connect(self, token: str | None = None, *, via: str = "subprotocol", **kwargs: Any) -> ProtocolClient:
+    async def connect(
+        self, token: str | None = None, *, via: str = "subprotocol", **kwargs: Any
+    ) -> ProtocolClient:
         token = token or self.token()
         session = aiohttp.ClientSession()
         protocols: tuple[str, ...] = ("docgen.v1",)
@@ -112,7 +125,9 @@ class Stack:
         else:
             headers["Authorization"] = f"Bearer {token}"
         try:
-            ws = await session.ws_connect(self.ws_url, protocols=protocols, headers=headers, **kwargs)
+            ws = await session.ws_connect(
+                self.ws_url, protocols=protocols, headers=headers, **kwargs
+            )
         except BaseException:
             await session.close()
             raise
@@ -157,7 +172,9 @@ async def start_stack(
     gives None for the in-memory default, or a fresh Redis)."""
     llm = llm or ScriptedLLM()
     await llm.start()
-    summary_server = SummaryServer(dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0")
+    summary_server = SummaryServer(
+        dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0"
+    )
     await summary_server.start()
     generator_settings = dataclasses.replace(
         GeneratorSettings(),
