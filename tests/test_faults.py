@@ -449,3 +449,23 @@ async def test_heartbeat_ping_frame_gets_pong_with_request_id(stack: Stack) -> N
     await client.send({"type": "ping", "request_id": "hb-1"})
     pong = await client.recv()
     assert pong == {"v": 1, "type": "pong", "ts": pong["ts"], "request_id": "hb-1"}
+
+
+async def test_a_generator_at_its_run_limit_refuses_new_runs_instead_of_slowing_down() -> None:
+    llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT), token_delay_s=0.02))
+    stack = await start_stack(llm, generator={"max_active_runs": 1})
+    try:
+        first = await stack.connect(stack.token("a"))
+        await first.send({"type": "generate", "outline": outline(1)})
+        started = await first.recv()
+        second = await stack.connect(stack.token("b"))
+        await second.send({"type": "generate", "outline": outline(1), "request_id": "r2"})
+        refused = await second.recv()
+        assert refused["type"] == "error" and refused["code"] == "too_many_runs"
+        assert refused["retryable"] is True and refused["request_id"] == "r2"
+        await first.send({"type": "cancel", "run_id": started["run_id"]})
+        assert (await first.run_to_end())[-1]["status"] == "cancelled"
+        await second.send({"type": "generate", "outline": outline(1)})
+        assert (await second.recv())["type"] == "run_started"
+    finally:
+        await stack.close()

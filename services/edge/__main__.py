@@ -1,5 +1,6 @@
 from aiohttp import web
 
+from services.common.gc_tuning import tune_gc_after_startup
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.edge.app import create_app, server_options
@@ -8,9 +9,17 @@ from services.edge.settings import EdgeSettings
 configure_logging("edge")
 configure_tracing("edge")
 settings = EdgeSettings.from_env()
+app = create_app(settings)
+
+
+async def _tune_gc(_app: web.Application) -> None:
+    tune_gc_after_startup()
+
+
+app.on_startup.append(_tune_gc)
 # shutdown_timeout: how long open sockets get to close after on_shutdown told them to.
 web.run_app(
-    create_app(settings),
+    app,
     host=settings.host,
     port=settings.port,
     shutdown_timeout=5.0,

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import orjson
 from docgen.v1 import events_pb2, outline_pb2
 
 PROTOCOL_VERSION = 1
@@ -31,7 +32,8 @@ _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 def encode(frame: dict[str, Any]) -> str:
-    return _dumps(frame)
+    # orjson: about 3x cheaper than the stdlib encoder per frame, on the per-token path.
+    return orjson.dumps(frame).decode()
 
 
 def decode(text: str) -> Any:

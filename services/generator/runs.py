@@ -170,6 +170,11 @@ class RunRegistry:
                 f"{active} runs are still going for this user (limit "
                 f"{self._settings.max_active_runs_per_user}); cancel one or wait for it to end"
             )
+        if 0 < self._settings.max_active_runs <= self.active_runs:
+            raise TooManyRuns(
+                f"this generator is writing {self.active_runs} runs, its limit; "
+                "retry in a few seconds"
+            )
         run_id = self._new_run_id()
         trace_id = trace_id or new_trace_id()
         run_log = await self._store.create(

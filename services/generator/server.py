@@ -12,6 +12,7 @@ import openai
 from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
 from services.common import metrics
+from services.common.gc_tuning import tune_gc_after_startup
 from services.common.grpc_client import channel
 from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
 from services.common.logs import configure_logging
@@ -161,6 +162,7 @@ async def serve() -> None:
     server = GeneratorServer(settings)
     await server.start()
     metrics.start_metrics_server(settings.metrics_port)
+    tune_gc_after_startup()
     log.info(
         "generator listening on %s (LLM %s, model %s)",
         settings.addr,

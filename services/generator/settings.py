@@ -37,7 +37,8 @@ class GeneratorSettings:
     llm_request_timeout_s: float = 30.0
     """Budget for the LLM to answer a request's headers (`DOCGEN_LLM_TIMEOUT_S`)."""
     llm_stall_timeout_s: float = 20.0
-    """A stream with no token for this long counts as broken (`DOCGEN_LLM_STALL_TIMEOUT_S`)."""
+    """A stream with no token for this long (detected within 1.5x of it) counts as broken
+    (`DOCGEN_LLM_STALL_TIMEOUT_S`)."""
     section_attempts: int = 3
     """Attempts per section when the stream breaks mid-way (`DOCGEN_SECTION_ATTEMPTS`)."""
     summary_deadline_s: float = 2.0
@@ -56,6 +57,10 @@ class GeneratorSettings:
     max_active_runs_per_user: int = 4
     """Concurrent unfinished runs per user (`DOCGEN_MAX_RUNS_PER_USER`); with a shared run
     log, per generator replica."""
+    max_active_runs: int = 0
+    """Unfinished runs this generator writes at once; more get RESOURCE_EXHAUSTED
+    (`too_many_runs` at the edge) instead of slowing every run down. 0: no limit. Size it
+    from the capacity in docs/performance.md (`DOCGEN_MAX_ACTIVE_RUNS`)."""
     runlog_url: str | None = None
     """`redis://...` (`DOCGEN_RUNLOG_URL`): run logs in Redis Streams, shared by every
     generator, so any replica serves a resume or cancel and runs survive the loss of the
@@ -118,6 +123,7 @@ class GeneratorSettings:
             max_active_runs_per_user=env_int(
                 "DOCGEN_MAX_RUNS_PER_USER", cls.max_active_runs_per_user, minimum=1
             ),
+            max_active_runs=env_int("DOCGEN_MAX_ACTIVE_RUNS", cls.max_active_runs, minimum=0),
             runlog_url=env_opt("DOCGEN_RUNLOG_URL"),
             run_lease_s=env_float("DOCGEN_RUN_LEASE_S", cls.run_lease_s, minimum=0.3),
             runlog_retry_s=env_float("DOCGEN_RUNLOG_RETRY_S", cls.runlog_retry_s, minimum=0),

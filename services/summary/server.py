@@ -13,6 +13,7 @@ import openai
 from docgen.v1 import events_pb2, summary_pb2, summary_pb2_grpc
 
 from services.common import metrics
+from services.common.gc_tuning import tune_gc_after_startup
 from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
 from services.common.logs import configure_logging, set_log_context
 from services.common.otel import configure_tracing, shutdown_tracing
@@ -173,6 +174,7 @@ async def serve() -> None:
     server = SummaryServer(settings)
     metrics.start_metrics_server(settings.metrics_port)
     await server.start()
+    tune_gc_after_startup()
     log.info(
         "summary listening on %s (budget %d words, mode %s)",
         settings.addr,
