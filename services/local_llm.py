@@ -23,10 +23,11 @@ class LocalLLMUnavailable(RuntimeError):
 
 
 def _default_threads() -> int:
-    # Leave one core to everything else. llama.cpp's threads spin on a barrier per layer, so
-    # one preempted thread stalls the rest: on 2 busy cores, 2 threads measured ~10-25 tokens/s
-    # against ~50 with 1. Past 4 threads a 135M model gains nothing (memory-bound).
-    return max(1, min(4, (os.cpu_count() or 1) - 1))
+    # One thread per core, up to 4 (past that a 135M model is memory-bound). On this 2-core
+    # machine, idle: 2 threads ~75 tokens/s against ~55 with 1. Under heavy CPU contention
+    # the opposite holds (llama.cpp's threads spin on a barrier per layer, so one preempted
+    # thread stalls the rest: ~10-25 vs ~50 tokens/s); set DOCGEN_LOCAL_LLM_THREADS=1 there.
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
