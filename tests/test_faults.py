@@ -293,12 +293,17 @@ async def test_attempts_exhausted_gives_llm_stream_failed(runlog_url: str | None
 # --- dead or slow services ---------------------------------------------------------------------
 
 
+DISTINCT_SECTIONS = [
+    "Bakers rise before dawn to knead heavy dough.",
+    "Solar panels convert bright sunlight into electricity.",
+    "Rivers carve deep valleys over millennia of erosion.",
+    "Violins resonate through carefully carved spruce tops.",
+]
+
+
 async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) -> None:
     llm = ScriptedLLM(
-        lambda n, b: Reply(
-            tokens=words(f"Sentence number {n} is here. And another one for {n}."),
-            token_delay_s=0.01,
-        )
+        lambda n, b: Reply(tokens=words(DISTINCT_SECTIONS[n % 4]), token_delay_s=0.01)
     )
     stack = await start_stack(llm, runlog_url=runlog_url)
     try:
@@ -325,6 +330,11 @@ async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) ->
         )
         versions = [f["version"] for f in frames if f["type"] == "summary_update"]
         assert versions == list(range(1, len(versions) + 1))
+        # Sections whose update failed during the outage are folded in afterwards: the final
+        # summary draws on every section, including those.
+        final = [f for f in frames if f["type"] == "summary_update"][-1]["summary"]
+        for sentence in DISTINCT_SECTIONS:
+            assert sentence in final, (sentence, final)
     finally:
         await stack.close()
 

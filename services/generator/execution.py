@@ -69,6 +69,8 @@ class RunExecution:
         # for an older section never replaces a summary that covers a newer one.
         self._summary_through = -1
         self._summary_version = 0
+        # Finished sections whose summary update failed, to fold in once the service is back.
+        self._missed_sections: list[summary_pb2.FinishedSection] = []
         self._refinement: asyncio.Task[None] | None = None
         self._output_tokens = 0
         self._sections_completed = 0
@@ -271,25 +273,17 @@ class RunExecution:
         section = self._outline.sections[index]
         if self._refinement is not None and not self._refinement.done():
             self._refinement.cancel()  # it is about an older section: too late to matter
-        request = summary_pb2.UpdateSummaryRequest(
-            document_title=self._outline.title,
-            previous=self._summary,
-            section=summary_pb2.FinishedSection(
-                section_id=section.id, title=section.title, text=text
-            ),
+        await self._fold_missed_sections()
+        finished = summary_pb2.FinishedSection(
+            section_id=section.id, title=section.title, text=text
         )
-        updates = self._summaries.update(
-            request,
-            timeout_s=self._settings.summary_deadline_s + self._settings.summary_refine_deadline_s,
-        ).__aiter__()
         try:
-            async with asyncio.timeout(self._settings.summary_deadline_s):
-                first = await updates.__anext__()
+            first, updates = await self._fast_update(finished)
         except (SummaryUnavailable, TimeoutError, StopAsyncIteration) as error:
             log.warning(
                 "summary unavailable", extra={"section_id": section.id, "error": repr(error)}
             )
-            await _close(updates)
+            self._missed_sections.append(finished)
             self._append_error(
                 "summary_unavailable",
                 "the summary could not be updated after this section; "
@@ -305,6 +299,38 @@ class RunExecution:
             # ends first, the next section starts with the fast summary and the refinement goes
             # on in the background (shown when it comes).
             await asyncio.wait({self._refinement}, timeout=self._settings.summary_prompt_wait_s)
+
+    async def _fast_update(
+        self, section: summary_pb2.FinishedSection
+    ) -> tuple[summary_pb2.UpdateSummaryResponse, AsyncIterator[summary_pb2.UpdateSummaryResponse]]:
+        """The first (fast) update for `section` on top of the current summary, and the stream
+        it came on, which may still bring a refinement."""
+        request = summary_pb2.UpdateSummaryRequest(
+            document_title=self._outline.title, previous=self._summary, section=section
+        )
+        updates = self._summaries.update(
+            request,
+            timeout_s=self._settings.summary_deadline_s + self._settings.summary_refine_deadline_s,
+        ).__aiter__()
+        try:
+            async with asyncio.timeout(self._settings.summary_deadline_s):
+                return await updates.__anext__(), updates
+        except BaseException:
+            await _close(updates)
+            raise
+
+    async def _fold_missed_sections(self) -> None:
+        """Sections whose summary update failed are folded in, oldest first, before the next
+        one, so a summary-service outage leaves no section out of later summaries. No event:
+        the next `summary_update` covers them. (Not carried over a Redis takeover.)"""
+        while self._missed_sections:
+            try:
+                first, updates = await self._fast_update(self._missed_sections[0])
+            except (SummaryUnavailable, TimeoutError, StopAsyncIteration):
+                return  # still down: the current section's update will report it
+            await _close(updates)
+            self._summary = first.summary
+            self._missed_sections.pop(0)
 
     async def _apply_refinements(
         self,
