@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 
 from services.edge.schemas import FrameValidator
+from tests.support.node import ensure_npm_packages
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import Stack, sections_text, start_stack
 
@@ -122,25 +122,7 @@ def page_driver() -> list[str]:
             "(`apt-get install chromium`; .ci/run installs it), or set DOCGEN_CHROMIUM",
             pytrace=False,
         )
-    installed = BROWSER_DIR / "node_modules" / ".package-lock.json"
-    lock = BROWSER_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        result = subprocess.run(
-            [str(npm), "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-            cwd=BROWSER_DIR,
-            # playwright-core never downloads a browser itself, but make sure of it.
-            env={**os.environ, "PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD": "1"},
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"`npm ci` in {BROWSER_DIR} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}",
-                pytrace=False,
-            )
+    ensure_npm_packages(BROWSER_DIR, str(npm), timeout_s=300)
     return [str(node), str(DRIVER)]
 
 

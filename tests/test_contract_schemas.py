@@ -21,6 +21,7 @@ from jsonschema import Draft7Validator, ValidationError
 from referencing import Registry, Resource
 
 from services.edge.schemas import FrameValidator
+from tests.support.node import ensure_npm_packages
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
@@ -104,25 +105,7 @@ def node_validator() -> list[str]:
             "(install Node.js >= 20, e.g. `apt-get install nodejs npm`)",
             pytrace=False,
         )
-    installed = NODE_DIR / "node_modules" / ".package-lock.json"
-    lock = NODE_DIR / "package-lock.json"
-    if not installed.exists() or installed.stat().st_mtime < lock.stat().st_mtime:
-        # --ignore-scripts: the parser needs no install scripts (one dependency's only
-        # script is a telemetry ping).
-        result = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
-            cwd=NODE_DIR,
-            capture_output=True,
-            text=True,
-            timeout=540,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"`npm ci` in {NODE_DIR} failed ({result.returncode}):\n"
-                f"{result.stdout}\n{result.stderr}",
-                pytrace=False,
-            )
+    ensure_npm_packages(NODE_DIR, npm)
     return [node, str(NODE_DIR / "validate.mjs")]
 
 
