@@ -20,6 +20,7 @@ from services.common.env import ConfigError
 from services.edge.auth import AuthError, TokenVerifier, check_origin
 from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
 from services.edge.settings import DEV_JWT_SECRET, EdgeSettings
+from tests.support.http import serve_on_free_port
 
 SECRET = "s" * 32
 ISSUER = "https://idp.test"
@@ -67,11 +68,7 @@ class Idp:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/jwks.json", self._serve)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, port = await serve_on_free_port(app, access_log=None)
         self.url = f"http://127.0.0.1:{port}/jwks.json"
 
     async def stop(self) -> None:

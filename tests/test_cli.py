@@ -11,7 +11,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from clients.report import RunReport
 from services.edge.app import SOCKETS
 from services.edge.session import close_for_shutdown
 from services.edge.settings import DEV_JWT_SECRET
+from tests.support.processes import free_port
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import OUTLINE_3, Stack, start_stack, wait_for
 from tests.support.tcp_proxy import TcpProxy
@@ -279,9 +279,7 @@ async def test_a_refused_token_exits_3_with_the_edges_reason(
 
 
 async def test_an_unreachable_edge_exits_4(outline_file: Path) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     result = await docgen("generate", str(outline_file), "--url", f"ws://127.0.0.1:{port}/v1/ws")
     assert result.code == 4
     assert result.stderr.count("\n") == 1

@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from services.edge.app import create_app
 from services.summary.server import SummaryServer
 from services.summary.settings import SummarySettings
 from tests.support.processes import start_edge_process, stop_process
@@ -27,6 +26,7 @@ from tests.support.stack import (
     ProtocolClient,
     Stack,
     sections_text,
+    start_edge,
     start_stack,
     wait_for,
 )
@@ -122,13 +122,7 @@ async def test_disconnect_is_not_cancel_but_the_grace_period_is(runlog_url: str 
 
 
 async def _extra_edge(stack: Stack) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(
-        create_app(stack.edge_settings), handle_signals=False, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_edge(stack.edge_settings)
     return runner, f"http://127.0.0.1:{port}/v1/ws"
 
 

@@ -41,6 +41,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from services.edge.app import CONNECTIONS
 from services.edge.schemas import FrameValidator
+from tests.support.http import serve_on_free_port
 from tests.support.raw_ws import RawWebSocket
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import (
@@ -200,11 +201,7 @@ class JwksServer:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/{issuer}/jwks.json", self._serve)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._runner, self.port = await serve_on_free_port(app, access_log=None)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -19,6 +19,7 @@ import pytest
 
 from services.generator.settings import BUNDLED_LLM_MODEL
 from services.local_llm import MODEL_FILE, LocalLLMSettings, server_command
+from tests.support.processes import free_port
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.stack import ProtocolClient
 
@@ -39,12 +40,6 @@ OUTLINE_2 = {
         },
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def alive(process: psutil.Process) -> bool:

@@ -13,7 +13,6 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -22,10 +21,10 @@ from typing import Any
 
 import openai
 
-try:  # the transport under the openai client: httpx2 in openai >= 3, httpx before
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed openai
-    import httpx as _http  # type: ignore[no-redef]
+from services.common.chat_stream import STREAM_ERRORS, ChatStreamError, decode_line
+
+# A stall (our watchdog) is a TimeoutError on top of what any stream read can raise.
+_READ_ERRORS: tuple[type[Exception], ...] = (*STREAM_ERRORS, TimeoutError)
 
 
 class LLMError(Exception):
@@ -205,39 +204,28 @@ class SectionWriter:
                         deadline = watchdog.when()
                         if deadline is not None and deadline - loop.time() < stall:
                             watchdog.reschedule(loop.time() + 1.5 * stall)
-                        if not line.startswith("data:"):
-                            continue  # SSE comments, event names, blank separators
-                        data = line[5:].strip()
-                        if data == "[DONE]":
+                        try:
+                            chunk = decode_line(line)
+                        except ChatStreamError as error:
+                            raise LLMStreamFailed(str(error)) from None
+                        if chunk is None:
+                            continue
+                        if chunk.done:
                             break
-                        chunk: dict[str, Any] = json.loads(data)
-                        if chunk.get("error"):
-                            raise LLMStreamFailed(
-                                f"the LLM reported an error mid-stream: {chunk['error']}"
-                            )
-                        usage = chunk.get("usage")
-                        if usage and usage.get("completion_tokens") is not None:
-                            usage_tokens = int(usage["completion_tokens"])
-                        for choice in chunk.get("choices") or ():
-                            content = (choice.get("delta") or {}).get("content")
-                            if content:
-                                if not parts:
-                                    ttft_ms = int((time.monotonic() - started_at) * 1000)
-                                parts.append(content)
-                                deltas += 1
-                                on_delta(content)
-                            if choice.get("finish_reason"):
-                                finish_reason = choice["finish_reason"]
+                        if chunk.completion_tokens is not None:
+                            usage_tokens = chunk.completion_tokens
+                        if chunk.content:
+                            if not parts:
+                                ttft_ms = int((time.monotonic() - started_at) * 1000)
+                            parts.append(chunk.content)
+                            deltas += 1
+                            on_delta(chunk.content)
+                        if chunk.finish_reason:
+                            finish_reason = chunk.finish_reason
         except LLMError as error:
             error.partial_text = "".join(parts)
             raise
-        except (
-            openai.APIError,
-            _http.HTTPError,
-            OSError,
-            TimeoutError,
-            json.JSONDecodeError,
-        ) as error:
+        except _READ_ERRORS as error:
             raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
         if finish_reason not in ("stop", "length"):
             finish_reason = "stop"

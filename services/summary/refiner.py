@@ -14,19 +14,13 @@ Exceptions: `RefinementFailed`, with `reason` one of `deadline`, `llm_error`, `u
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
-from typing import Any
 
 import openai
 
+from services.common.chat_stream import STREAM_ERRORS, ChatStreamError, decode_line
 from services.common.tracing import outgoing_headers
-
-try:  # the transport under the openai client: httpx2 in openai >= 3, httpx before
-    import httpx2 as _http
-except ImportError:  # pragma: no cover - depends on the installed openai
-    import httpx as _http  # type: ignore[no-redef]
 
 # A refined summary may overshoot the budget a little: models count words loosely.
 BUDGET_TOLERANCE = 1.2
@@ -192,7 +186,7 @@ class SummaryRefiner:
             ) from None
         except openai.APIStatusError as error:
             raise RefinementFailed("llm_error", f"HTTP {error.status_code}") from error
-        except (openai.APIError, _http.HTTPError, OSError, json.JSONDecodeError) as error:
+        except STREAM_ERRORS as error:
             raise RefinementFailed("llm_error", type(error).__name__) from error
         return check_refinement(
             answer,
@@ -216,18 +210,16 @@ class SummaryRefiner:
             extra_headers=outgoing_headers(),
         ) as response:
             async for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    continue  # SSE comments, event names, blank separators
-                data = line[5:].strip()
-                if data == "[DONE]":
+                try:
+                    chunk = decode_line(line)
+                except ChatStreamError as error:
+                    raise RefinementFailed("llm_error", str(error)) from None
+                if chunk is None:
+                    continue
+                if chunk.done:
                     break
-                chunk: dict[str, Any] = json.loads(data)
-                if chunk.get("error"):
-                    raise RefinementFailed("llm_error", f"error mid-stream: {chunk['error']}")
-                for choice in chunk.get("choices") or ():
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        parts.append(content)
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
+                if chunk.content:
+                    parts.append(chunk.content)
+                if chunk.finish_reason:
+                    finish_reason = chunk.finish_reason
         return "".join(parts), finish_reason

@@ -13,6 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.http import serve_on_free_port
+
 
 @dataclass
 class Reply:
@@ -74,13 +76,9 @@ class ScriptedLLM:
         app.router.add_get("/v1/models", self._models)
         # handler_cancellation: a client that goes away cancels the handler at once, so the
         # moment of disconnect is recorded even between tokens.
-        self._runner = web.AppRunner(
+        self._runner, self.port = await serve_on_free_port(
             app, handle_signals=False, shutdown_timeout=0.1, handler_cancellation=True
         )
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -24,6 +24,7 @@ from services.generator.server import GeneratorServer
 from services.generator.settings import GeneratorSettings
 from services.summary.server import SummaryServer
 from services.summary.settings import SummarySettings
+from tests.support.http import serve_on_free_port
 from tests.support.scripted_llm import ScriptedLLM
 
 _VALIDATOR = FrameValidator()
@@ -193,17 +194,15 @@ async def start_stack(
     edge_settings = dataclasses.replace(
         EdgeSettings(), port=0, generator_addr=f"127.0.0.1:{generator_server.port}", **(edge or {})
     )
-    runner = web.AppRunner(
-        create_app(edge_settings),
-        handle_signals=False,
-        shutdown_timeout=1.0,
-        **server_options(edge_settings),
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    runner, port = await start_edge(edge_settings)
     return Stack(llm, summary_server, generator_server, runner, port, edge_settings)
+
+
+async def start_edge(settings: EdgeSettings) -> tuple[web.AppRunner, int]:
+    """An edge app in this event loop on a free port, with the options `__main__` uses."""
+    return await serve_on_free_port(
+        create_app(settings), handle_signals=False, shutdown_timeout=1.0, **server_options(settings)
+    )
 
 
 def sections_text(frames: list[dict[str, Any]]) -> dict[str, str]:
