@@ -7,7 +7,7 @@ STAMPS := .stamps
 PROTOS := $(wildcard protos/docgen/v1/*.proto)
 SITE = $(shell $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
-.PHONY: help venv local-llm proto test test-fast run lint typecheck bench token clean
+.PHONY: help system-deps venv local-llm proto test test-fast run lint typecheck bench token clean
 
 help:
 	@echo "make run    - set up and run the whole stack on the bundled local model"
@@ -15,6 +15,25 @@ help:
 	@echo "make bench  - run the benchmark and write bench/results + docs/performance.md"
 	@echo "make lint   - ruff + mypy"
 	@echo "make token SUB=alice - print a dev token"
+
+# Debian packages the test suite drives for real: Redis (run-log backend), Chromium (the page),
+# Node.js + npm (playwright-core and the AsyncAPI/JSON Schema validators). Installed only when
+# a command is missing: with apt-get as root, with sudo otherwise, else one message and stop.
+SYSTEM_DEPS_CHECK := redis-server:redis-server chromium:chromium node:nodejs npm:npm
+
+system-deps:
+	@missing=(); \
+	for pair in $(SYSTEM_DEPS_CHECK); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing+=("$${pair#*:}"); \
+	done; \
+	if [ $${#missing[@]} -eq 0 ]; then exit 0; fi; \
+	cmd="apt-get update && apt-get install -y --no-install-recommends $${missing[*]}"; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else echo "make system-deps: missing Debian packages: $${missing[*]}; run as root: $$cmd" >&2; exit 1; fi; \
+	echo "make system-deps: installing $${missing[*]}"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends "$${missing[@]}" >/dev/null
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,11 +66,11 @@ $(STAMPS)/proto: $(PROTOS) | $(STAMPS)/venv
 
 proto: $(STAMPS)/proto
 
-test: $(STAMPS)/proto $(STAMPS)/local-llm
+test: system-deps $(STAMPS)/proto $(STAMPS)/local-llm
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the real-model and browser tests, for a quick loop.
-test-fast: $(STAMPS)/proto
+test-fast: system-deps $(STAMPS)/proto
 	$(BIN)/python -m pytest -q -m "not local_llm and not browser" $(PYTEST_ARGS)
 
 run: $(STAMPS)/proto
