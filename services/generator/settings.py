@@ -74,6 +74,18 @@ class GeneratorSettings:
     max_outline_tokens: int = 32_768
     """Largest sum of `target_tokens` over an outline's sections; more is `invalid_outline`
     (`DOCGEN_MAX_OUTLINE_TOKENS`). Bounds the LLM time one request can buy."""
+    planner_url: str | None = None
+    """Base URL of the planner (task T-05) that `generate{plan}` reads outlines from
+    (`DOCGEN_PLANNER_URL`): `GET {url}/v1/documents/{document_id}/outline` with the caller's
+    token (docs/planner.md). Unset: `generate{plan}` is answered `planner_not_configured`;
+    `make run` sets it to its development planner."""
+    planner_timeout_s: float = 5.0
+    """Budget of one request to the planner, connect to last byte (`DOCGEN_PLANNER_TIMEOUT_S`);
+    a planner slower than this is `planner_unavailable`."""
+    planner_retries: int = 2
+    """Retries of a planner request answered 429 or 5xx, or refused, with full-jitter
+    exponential backoff from 0.2 s, honouring a short Retry-After
+    (`DOCGEN_PLANNER_MAX_RETRIES`)."""
     grpc_tls: GrpcTls | None = None
     """TLS for the gRPC server and the channel to the summary service
     (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
@@ -130,6 +142,11 @@ class GeneratorSettings:
             max_outline_tokens=env_int(
                 "DOCGEN_MAX_OUTLINE_TOKENS", cls.max_outline_tokens, minimum=1
             ),
+            planner_url=_env_http_url("DOCGEN_PLANNER_URL"),
+            planner_timeout_s=env_float(
+                "DOCGEN_PLANNER_TIMEOUT_S", cls.planner_timeout_s, minimum=0.01
+            ),
+            planner_retries=env_int("DOCGEN_PLANNER_MAX_RETRIES", cls.planner_retries, minimum=0),
             grpc_tls=GrpcTls.from_env(),
             metrics_port=env_int("DOCGEN_GENERATOR_METRICS_PORT", cls.metrics_port, minimum=0),
             shutdown_drain_s=env_float(
@@ -153,3 +170,14 @@ def _env_json_object(name: str) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ConfigError(f"{name} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def _env_http_url(name: str) -> str | None:
+    """An http(s) base URL from the environment, without its trailing slash (None when unset)."""
+    raw = env_opt(name)
+    if raw is None:
+        return None
+    scheme, _, rest = raw.partition("://")
+    if scheme not in ("http", "https") or not rest.strip("/"):
+        raise ConfigError(f"{name}={raw!r} is not an http:// or https:// URL")
+    return raw.rstrip("/")
