@@ -7,10 +7,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-import grpc
 from aiohttp import WSMsgType, web
 
 from services.common import metrics
@@ -18,7 +17,7 @@ from services.common.logs import bind_log_context, set_log_context
 from services.common.tracing import new_trace_id
 from services.edge import frames
 from services.edge.auth import Principal
-from services.edge.generator_client import GeneratorClient, error_from_status
+from services.edge.generator_client import Generator, GeneratorError, GeneratorUnavailable, RunEvent
 from services.edge.limits import FrameRateLimit
 from services.edge.schemas import FrameValidator
 from services.edge.settings import EdgeSettings
@@ -47,7 +46,7 @@ class SocketSession:
         ws: web.WebSocketResponse,
         *,
         principal: Principal,
-        generator: GeneratorClient,
+        generator: Generator,
         validator: FrameValidator,
         settings: EdgeSettings,
     ) -> None:
@@ -207,12 +206,12 @@ class SocketSession:
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
         outline = frames.outline_from_frame(frame["outline"])
 
-        def open_stream(run_id: str | None, after_seq: int) -> grpc.aio.UnaryStreamCall:
+        def open_stream(run_id: str | None, after_seq: int) -> AsyncGenerator[RunEvent, None]:
             if run_id is None:
-                return self._generator.start_run(
+                return self._generator.start(
                     outline, user_id=self._principal.user_id, request_id=request_id or ""
                 )
-            return self._generator.attach_run(
+            return self._generator.follow(
                 run_id, user_id=self._principal.user_id, after_seq=after_seq
             )
 
@@ -223,10 +222,8 @@ class SocketSession:
         if previous is not None:
             previous.cancel()  # the client restarts this run's stream from its own cursor
 
-        def open_stream(run_id_: str | None, after: int) -> grpc.aio.UnaryStreamCall:
-            return self._generator.attach_run(
-                run_id, user_id=self._principal.user_id, after_seq=after
-            )
+        def open_stream(run_id_: str | None, after: int) -> AsyncGenerator[RunEvent, None]:
+            return self._generator.follow(run_id, user_id=self._principal.user_id, after_seq=after)
 
         self._spawn(self._follow(run_id, after_seq, open_stream, request_id))
 
@@ -234,7 +231,7 @@ class SocketSession:
         self,
         run_id: str | None,
         after_seq: int,
-        open_stream: Callable[[str | None, int], grpc.aio.UnaryStreamCall],
+        open_stream: Callable[[str | None, int], AsyncGenerator[RunEvent, None]],
         request_id: str | None,
     ) -> None:
         """Relays one run's events to this socket until `run_end`, re-attaching from the last
@@ -246,60 +243,53 @@ class SocketSession:
             self._followers[run_id] = current  # type: ignore[assignment]
         try:
             while True:
-                call = open_stream(run_id, last_seq)
                 try:
-                    async for response in call:
-                        event = response.event
-                        if run_id is None and current is not None:
-                            run_id = event.run_id
-                            self._followers[run_id] = current  # type: ignore[assignment]
-                            set_log_context(run_id=run_id)  # this task's context only
-                        last_seq = event.seq
-                        failures = 0
-                        self._send(frames.event_to_frame(event))
-                        if event.HasField("run_end"):
-                            return
+                    # aclosing: leaving early (run_end, a cancel) hangs up on the generator now.
+                    async with contextlib.aclosing(open_stream(run_id, last_seq)) as events:
+                        async for event in events:
+                            if run_id is None and current is not None:
+                                run_id = event.run_id
+                                self._followers[run_id] = current  # type: ignore[assignment]
+                                set_log_context(run_id=run_id)  # this task's context only
+                            last_seq = event.seq
+                            failures = 0
+                            self._send(frames.event_to_frame(event))
+                            if event.HasField("run_end"):
+                                return
                     return
-                except grpc.aio.AioRpcError as error:
-                    transient = error.code() in (
-                        grpc.StatusCode.UNAVAILABLE,
-                        grpc.StatusCode.DEADLINE_EXCEEDED,
-                    )
-                    if transient and run_id is not None and failures < REATTACH_ATTEMPTS:
+                except GeneratorUnavailable as error:
+                    # Before the first event (no run id yet) a retry could start a second run.
+                    if run_id is not None and failures < REATTACH_ATTEMPTS:
                         failures += 1
                         await asyncio.sleep(REATTACH_BACKOFF_S * failures)
                         continue
-                    problem = error_from_status(error)
-                    self._send(
-                        frames.error_frame(
-                            problem.code,
-                            problem.message,
-                            retryable=problem.retryable,
-                            request_id=request_id,
-                            run_id=run_id,
-                        )
-                    )
+                    self._send_error(error, request_id=request_id, run_id=run_id)
                     return
-                finally:
-                    call.cancel()
+                except GeneratorError as error:
+                    self._send_error(error, request_id=request_id, run_id=run_id)
+                    return
         finally:
             if run_id is not None and self._followers.get(run_id) is current:
                 del self._followers[run_id]
 
     async def _cancel(self, run_id: str, request_id: str | None) -> None:
         try:
-            await self._generator.cancel_run(run_id, user_id=self._principal.user_id)
-        except grpc.aio.AioRpcError as error:
-            problem = error_from_status(error)
-            self._send(
-                frames.error_frame(
-                    problem.code,
-                    problem.message,
-                    retryable=problem.retryable,
-                    request_id=request_id,
-                    run_id=run_id,
-                )
+            await self._generator.cancel(run_id, user_id=self._principal.user_id)
+        except GeneratorError as error:
+            self._send_error(error, request_id=request_id, run_id=run_id)
+
+    def _send_error(
+        self, error: GeneratorError, *, request_id: str | None, run_id: str | None
+    ) -> None:
+        self._send(
+            frames.error_frame(
+                error.code,
+                error.message,
+                retryable=error.retryable,
+                request_id=request_id,
+                run_id=run_id,
             )
+        )
 
 
 async def close_for_shutdown(ws: web.WebSocketResponse) -> None:
