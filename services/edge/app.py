@@ -6,6 +6,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from services.edge.settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
-STATIC_DIR = Path(__file__).parent / "static"
+# The page ships as package data; aiohttp serves files from a real directory, which an
+# installed (unzipped) package always has.
+STATIC_DIR = Path(str(files(__package__ or "services.edge") / "static"))
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
 VERIFIER = web.AppKey("verifier", TokenVerifier)

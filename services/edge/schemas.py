@@ -1,7 +1,9 @@
 """WebSocket frame validation against the contract's JSON Schemas (`schemas/` at the repo root).
 
 The schema files are the source of truth (`docs/asyncapi.yaml` names them); this module only
-loads them, once, into draft-07 validators that never fetch anything over the network.
+loads them, once, into draft-07 validators that never fetch anything over the network. They
+are installed as the package `services.contract` (see pyproject.toml) and read through
+importlib.resources, so an installed wheel needs no checkout.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from jsonschema import Draft7Validator, ValidationError
@@ -20,7 +23,7 @@ from jsonschema.validators import extend
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_PACKAGE = "services.contract"
 
 # Error messages echo parts of the client's frame; keep them short enough to show.
 _MAX_MESSAGE_CHARS = 300
@@ -67,16 +70,25 @@ def _ecma_pattern(
 _ContractValidator = extend(Draft7Validator, validators={"pattern": _ecma_pattern})
 
 
-def _load_registry(schemas_dir: Path) -> tuple[Registry, dict[str, dict[str, Any]]]:
+def _json_files(folder: Traversable, prefix: str = "") -> Iterator[tuple[str, Traversable]]:
+    """`(relative posix path, file)` for every *.json below `folder` (Traversable has no rglob)."""
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_dir():
+            yield from _json_files(entry, f"{prefix}{entry.name}/")
+        elif entry.name.endswith(".json"):
+            yield f"{prefix}{entry.name}", entry
+
+
+def _load_registry(schemas_dir: Traversable) -> tuple[Registry, dict[str, dict[str, Any]]]:
     """Every schema file, registered under its `$id`; also returned by path relative to the dir."""
     by_path: dict[str, dict[str, Any]] = {}
     resources: list[tuple[str, Resource[Any]]] = []
-    for path in sorted(schemas_dir.rglob("*.json")):
-        contents = json.loads(path.read_text(encoding="utf-8"))
+    for rel, entry in _json_files(schemas_dir):
+        contents = json.loads(entry.read_text(encoding="utf-8"))
         schema_id = contents.get("$id")
         if not isinstance(schema_id, str):
-            raise RuntimeError(f"schema {path} has no $id")
-        by_path[path.relative_to(schemas_dir).as_posix()] = contents
+            raise RuntimeError(f"schema {rel} has no $id")
+        by_path[rel] = contents
         resources.append((schema_id, DRAFT7.create_resource(contents)))
     # No `retrieve`: a $ref outside these files is an error, never a network fetch.
     return Registry().with_resources(resources), by_path
@@ -97,8 +109,11 @@ def _describe(error: ValidationError) -> str:
 class FrameValidator:
     """Checks client frames (for the edge's replies) and server frames (for drift in tests)."""
 
-    def __init__(self, schemas_dir: Path = SCHEMAS_DIR) -> None:
-        registry, by_path = _load_registry(schemas_dir)
+    def __init__(self, schemas_dir: Traversable | None = None) -> None:
+        """`schemas_dir` defaults to the installed contract; tests pass a doctored copy."""
+        registry, by_path = _load_registry(
+            files(SCHEMAS_PACKAGE) if schemas_dir is None else schemas_dir
+        )
 
         def validator(rel: str) -> Validator:
             return _ContractValidator(by_path[rel], registry=registry)
