@@ -30,7 +30,7 @@ NODE_DIR = ROOT / "tests" / "asyncapi"
 BASE_ID = "https://docgen.example/schemas/"
 DRAFT7 = "http://json-schema.org/draft-07/schema#"
 
-CLIENT_TYPES = ["generate", "resume", "cancel", "ping"]
+CLIENT_TYPES = ["generate", "resume", "cancel", "ping", "refresh", "runs"]
 SERVER_TYPES = [
     "run_started",
     "section_start",
@@ -40,6 +40,8 @@ SERVER_TYPES = [
     "run_end",
     "error",
     "pong",
+    "session",
+    "ack",
 ]
 # Stable: clients switch on these. Removing or renaming one is a breaking change.
 FRAME_ERROR_CODES = {
@@ -54,6 +56,11 @@ FRAME_ERROR_CODES = {
     "rate_limited",
     "generator_unavailable",
     "internal",
+    "invalid_token",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_user_mismatch",
+    "auth_unavailable",
 }
 RUN_ERROR_CODES = {
     "llm_unavailable",
@@ -119,7 +126,7 @@ def run_node(command: list[str], document: Path) -> subprocess.CompletedProcess[
 def test_asyncapi_document_is_valid(node_validator: list[str]) -> None:
     result = run_node(node_validator, ASYNCAPI)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    assert "12 messages, 2 operations" in result.stdout
+    assert "16 messages, 2 operations" in result.stdout
 
 
 @pytest.fixture
@@ -324,8 +331,8 @@ def sections(count: int) -> Mutation:
     )
 
 
-GEN, RESUME, CANCEL, PING = (f"client/{t}.json" for t in CLIENT_TYPES)
-STARTED, START, CHUNK, END, SUMMARY, RUN_END, ERROR, PONG = (
+GEN, RESUME, CANCEL, PING, REFRESH, RUNS = (f"client/{t}.json" for t in CLIENT_TYPES)
+STARTED, START, CHUNK, END, SUMMARY, RUN_END, ERROR, PONG, SESSION, ACK = (
     f"server/{t}.json" for t in SERVER_TYPES
 )
 S0 = "outline.sections.0."  # the first section of the outline
@@ -369,6 +376,10 @@ INVALID: list[tuple[str, str, Mutation]] = [
     (CANCEL, "run_id a number", set_path("run_id", 12)),
     (PING, "extra field", set_path("payload", "x")),
     (PING, "wrong type const", set_path("type", "pong")),
+    (REFRESH, "no token", drop("token")),
+    (REFRESH, "empty token", set_path("token", "")),
+    (REFRESH, "token a number", set_path("token", 7)),
+    (RUNS, "extra field", set_path("user", "bob")),
     # server frames
     (STARTED, "no seq", drop("seq")),
     (STARTED, "seq 0", set_path("seq", 0)),
@@ -394,11 +405,25 @@ INVALID: list[tuple[str, str, Mutation]] = [
     (RUN_END, "version 2", set_path("v", 2)),
     (PONG, "pong with seq", set_path("seq", 3)),
     (PONG, "pong without ts", drop("ts")),
+    (PONG, "request_id null", set_path("request_id", None)),
+    (SESSION, "with seq", set_path("seq", 1)),
+    (SESSION, "no token_expires_at", drop("token_expires_at")),
+    (SESSION, "no limits", drop("limits")),
+    (SESSION, "unknown limit", set_path("limits.max_cats", 3)),
+    (SESSION, "no server version", drop("server.version")),
+    (ACK, "unknown command", set_path("command", "generate")),
+    (ACK, "with seq", set_path("seq", 1)),
+    (ACK, "resume ack without last_seq", drop("last_seq")),
+    (ACK, "unknown status", set_path("status", "paused")),
+    (ACK, "request_id null", set_path("request_id", None)),
+    (ACK, "no ts", drop("ts")),
     (ERROR, "unknown code", set_path("code", "oops")),
     (ERROR, "frame error with seq", set_path("seq", 5)),
     (ERROR, "frame error with a run code", set_path("code", "llm_unavailable")),
     (ERROR, "retryable a string", set_path("retryable", "no")),
     (ERROR, "section_id on a frame error", set_path("section_id", "intro")),
+    (ERROR, "frame error without ts", drop("ts")),
+    (ERROR, "frame error request_id null", set_path("request_id", None)),
 ]
 
 
@@ -424,7 +449,6 @@ RUN_ERROR = {
     "message": "The model stopped answering; retrying the section.",
     "retryable": True,
     "section_id": "setup",
-    "request_id": None,
 }
 
 
@@ -434,9 +458,14 @@ def test_error_shapes_are_exclusive(registry: Registry) -> None:
     assert not errors.is_valid({k: v for k, v in RUN_ERROR.items() if k != "seq"})
     assert not errors.is_valid({k: v for k, v in RUN_ERROR.items() if k != "ts"})
     minimal = {"v": 1, "type": "error", "code": "invalid_json", "message": "m", "retryable": False}
-    errors.validate(minimal)
-    errors.validate({**minimal, "ts": 1, "request_id": None, "run_id": "run_1"})
-    assert not errors.is_valid({**minimal, "code": "internal", "run_id": "run_1", "seq": 1})
+    assert not errors.is_valid(minimal)  # ts is required on every frame
+    minimal["ts"] = 1
+    errors.validate({**minimal, "request_id": "r-1", "run_id": "run_1"})
+    # request_id is absent when the frame had none; never null. Run errors never carry one.
+    assert not errors.is_valid({**minimal, "request_id": None})
+    assert not errors.is_valid({**RUN_ERROR, "request_id": "r-1"})
+    # A frame-error code with a seq fits neither shape.
+    assert not errors.is_valid({**minimal, "run_id": "run_1", "seq": 1})
 
 
 @pytest.mark.parametrize(
@@ -480,6 +509,8 @@ def test_client_frames_need_only_type_and_their_fields(registry: Registry) -> No
         "resume": {"type": "resume", "run_id": "r", "after_seq": 0},
         "cancel": {"type": "cancel", "run_id": "r"},
         "ping": {"type": "ping"},
+        "refresh": {"type": "refresh", "token": "t"},
+        "runs": {"type": "runs"},
     }
     for kind, frame in minimal.items():
         validator_for(f"client/{kind}.json", registry).validate(frame)

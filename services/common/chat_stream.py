@@ -25,7 +25,13 @@ STREAM_ERRORS: tuple[type[Exception], ...] = (
 
 
 class ChatStreamError(Exception):
-    """The server reported an error inside an already-started stream."""
+    """The server reported an error inside an already-started stream, or the stream ended
+    in a way that leaves its text in doubt."""
+
+
+# Finish reasons a section passes on to clients as they are; any other one the server
+# reports (`tool_calls`, a vendor's own) still means the model finished: `stop`.
+SECTION_FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +71,17 @@ def decode_line(line: str) -> ChatChunk | None:
         finish_reason=finish_reason,
         completion_tokens=int(completion_tokens) if completion_tokens is not None else None,
     )
+
+
+def final_finish_reason(finish_reason: str | None, *, done: bool) -> str:
+    """How a stream that ended cleanly ended, for a client: `stop`, `length` or
+    `content_filter`. A stream that ended with neither `[DONE]` nor a finish reason was cut
+    short (a proxy or server closed it politely mid-answer): its text may stop anywhere, so
+    it raises `ChatStreamError` rather than pass for a finished `stop`."""
+    if finish_reason is None:
+        if not done:
+            raise ChatStreamError(
+                "the LLM stream ended without a finish reason and without [DONE]"
+            )
+        return "stop"
+    return finish_reason if finish_reason in SECTION_FINISH_REASONS else "stop"

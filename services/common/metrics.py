@@ -18,7 +18,8 @@ WS_HANDSHAKE_SECONDS = Histogram(
 )
 WS_HANDSHAKE_REJECTIONS = Counter(
     "docgen_ws_handshake_rejections_total",
-    "Handshakes refused before the upgrade, by HTTP status.",
+    "Handshakes refused: by HTTP status, or by close code when a browser's refusal is an "
+    "upgrade closed at once.",
     ["status"],
 )
 WS_OPEN_SOCKETS = Gauge("docgen_ws_open_sockets", "WebSockets currently open.")

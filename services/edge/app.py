@@ -26,6 +26,7 @@ from services.edge.auth import (
     refuse_token_in_query,
     token_from_handshake,
 )
+from services.edge.frames import REFUSAL_CLOSE_CODES
 from services.edge.generator_client import GeneratorClient
 from services.edge.jwks import JwksKeys
 from services.edge.limits import ConnectionLimiter
@@ -76,6 +77,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         principal = await admit(request, ws, ip)
     except AuthError as error:
+        if "Origin" in request.headers and error.code in REFUSAL_CLOSE_CODES:
+            if ws.can_prepare(request).ok:
+                return await refuse_after_upgrade(request, ws, error)
         response = json_error(error.status, error.code, error.message)
         if error.status == 426:
             response.headers["Upgrade"] = "websocket"
@@ -83,6 +87,20 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     # No await between admit's last count check and this: the count cannot be overtaken.
     with app[CONNECTIONS].hold(user_id=principal.user_id, ip=ip):
         return await serve_socket(request, ws, principal, started)
+
+
+async def refuse_after_upgrade(
+    request: web.Request, ws: web.WebSocketResponse, error: AuthError
+) -> web.WebSocketResponse:
+    """A browser's refusal: page code cannot see an HTTP answer to an upgrade, only a close
+    code and reason (docs/protocol.md, "Refusals a browser can read"). Nothing is read or
+    sent on this socket but the close."""
+    code = REFUSAL_CLOSE_CODES[error.code]
+    await ws.prepare(request)
+    metrics.WS_HANDSHAKE_REJECTIONS.labels(str(code)).inc()
+    log.info("handshake refused by a close", extra={"close_code": code, "code": error.code})
+    await ws.close(code=code, message=error.code.encode())
+    return ws
 
 
 async def admit(request: web.Request, ws: web.WebSocketResponse, ip: str) -> Principal:

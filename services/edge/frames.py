@@ -17,6 +17,7 @@ _FINISH_REASONS = {
     events_pb2.FINISH_REASON_LENGTH: "length",
     events_pb2.FINISH_REASON_CANCELLED: "cancelled",
     events_pb2.FINISH_REASON_ERROR: "error",
+    events_pb2.FINISH_REASON_CONTENT_FILTER: "content_filter",
 }
 _RUN_STATUSES = {
     events_pb2.RUN_STATUS_COMPLETED: "completed",
@@ -26,6 +27,20 @@ _RUN_STATUSES = {
 _SUMMARY_METHODS = {
     events_pb2.SUMMARY_METHOD_EXTRACTIVE: "extractive",
     events_pb2.SUMMARY_METHOD_LLM: "llm",
+}
+
+# Handshake refusals a browser can read (revision 2). A browser sees neither the HTTP status
+# nor the body of a refused upgrade, only a close code 1006; so a handshake with an `Origin`
+# that fails one of these checks is upgraded and closed at once with the code below, the
+# error code as its reason. 4000-4499: try again later; 4500-4999: not without a new token.
+REFUSAL_CLOSE_CODES = {
+    "too_many_connections": 4002,
+    "auth_unavailable": 4003,
+    "token_expired": 4500,
+    "missing_token": 4502,
+    "invalid_token": 4503,
+    "token_not_yet_valid": 4504,
+    "token_in_query_refused": 4505,
 }
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode

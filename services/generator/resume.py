@@ -8,7 +8,11 @@ from dataclasses import dataclass, field
 
 from docgen.v1 import events_pb2, outline_pb2, summary_pb2
 
-_FINISHED = (events_pb2.FINISH_REASON_STOP, events_pb2.FINISH_REASON_LENGTH)
+_FINISHED = (
+    events_pb2.FINISH_REASON_STOP,
+    events_pb2.FINISH_REASON_LENGTH,
+    events_pb2.FINISH_REASON_CONTENT_FILTER,
+)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,22 @@ from services.common.grpc_server import add_health_and_reflection, add_port, set
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
+from services.generator.run_directory import (
+    DirectoryEntry,
+    RunDirectory,
+    describe,
+    now_unix_ms,
+)
 from services.generator.runlog import CursorOutOfRange, RunLogUnavailable, RunLost
-from services.generator.runs import InvalidOutline, Run, RunNotFound, RunRegistry, TooManyRuns
+from services.generator.runs import (
+    MAX_SECTIONS,
+    MAX_TARGET_TOKENS,
+    InvalidOutline,
+    Run,
+    RunNotFound,
+    RunRegistry,
+    TooManyRuns,
+)
 from services.generator.runstore import open_run_store
 from services.generator.section_writer import RetryPolicy, SectionWriter
 from services.generator.settings import GeneratorSettings
@@ -31,27 +45,47 @@ SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].ful
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
-    def __init__(self, registry: RunRegistry) -> None:
+    def __init__(
+        self,
+        registry: RunRegistry,
+        limits: generator_pb2.GetLimitsResponse | None = None,
+    ) -> None:
         self._registry = registry
+        self._limits = limits or generator_pb2.GetLimitsResponse()
+        self._directory = RunDirectory()
 
     async def StartRun(
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.StartRunResponse]:
         if not request.user_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
-        try:
-            run = await self._registry.start(
-                request.outline,
-                user_id=request.user_id,
-                request_id=request.request_id,
-                trace_id=trace_id_from_metadata(context.invocation_metadata()),
-            )
-        except InvalidOutline as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except TooManyRuns as error:
-            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-        except RunLogUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        # Idempotent by request id: a caller that lost the stream before `RunStarted` sends
+        # the same request again and gets the same run, replayed from seq 1.
+        async with self._directory.starting(request.user_id, request.request_id):
+            try:
+                run = await self._started_before(request.user_id, request.request_id)
+                if run is None:
+                    run = await self._registry.start(
+                        request.outline,
+                        user_id=request.user_id,
+                        request_id=request.request_id,
+                        trace_id=trace_id_from_metadata(context.invocation_metadata()),
+                    )
+                    self._directory.record(
+                        request.user_id,
+                        DirectoryEntry(
+                            run_id=run.run_id,
+                            request_id=request.request_id,
+                            document_id=request.outline.document_id,
+                            started_at_unix_ms=now_unix_ms(),
+                        ),
+                    )
+            except InvalidOutline as error:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+            except TooManyRuns as error:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
+            except RunLogUnavailable as error:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         async for event in self._follow(run, 0, context):
             yield generator_pb2.StartRunResponse(event=event)
 
@@ -60,10 +94,20 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
     ) -> AsyncIterator[generator_pb2.AttachRunResponse]:
         try:
             run = await self._registry.find(request.run_id, user_id=request.user_id)
+            # First what the run is now, so "already ended" is an answer, not an empty stream.
+            info = await describe(run, self._entry(request.user_id, run.run_id))
         except RunNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except RunLogUnavailable as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        if request.after_seq > info.last_seq:
+            await context.abort(
+                grpc.StatusCode.OUT_OF_RANGE,
+                f"after_seq={request.after_seq} is past the last event (seq={info.last_seq})",
+            )
+        yield generator_pb2.AttachRunResponse(run=info)
+        if info.status != events_pb2.RUN_STATUS_RUNNING and request.after_seq >= info.last_seq:
+            return  # nothing after the end (a follower of the shared log would wait forever)
         async for event in self._follow(run, request.after_seq, context):
             yield generator_pb2.AttachRunResponse(event=event)
 
@@ -71,12 +115,51 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.CancelRunResponse:
         try:
+            run = await self._registry.find(request.run_id, user_id=request.user_id)
+            info = await describe(run, self._entry(request.user_id, run.run_id))
             already_ended = await self._registry.cancel(request.run_id, user_id=request.user_id)
         except RunNotFound as error:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
         except RunLogUnavailable as error:
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        return generator_pb2.CancelRunResponse(already_ended=already_ended)
+        return generator_pb2.CancelRunResponse(already_ended=already_ended, status=info.status)
+
+    async def ListRuns(
+        self, request: generator_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.ListRunsResponse:
+        if not request.user_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+        runs = []
+        try:
+            for entry in self._directory.entries(request.user_id):
+                try:
+                    run = await self._registry.find(entry.run_id, user_id=request.user_id)
+                except RunNotFound:
+                    self._directory.forget(request.user_id, entry.run_id)  # expired
+                    continue
+                runs.append(await describe(run, entry))
+        except RunLogUnavailable as error:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        return generator_pb2.ListRunsResponse(runs=runs)
+
+    async def GetLimits(
+        self, request: generator_pb2.GetLimitsRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.GetLimitsResponse:
+        return self._limits
+
+    def _entry(self, user_id: str, run_id: str) -> DirectoryEntry | None:
+        return next((e for e in self._directory.entries(user_id) if e.run_id == run_id), None)
+
+    async def _started_before(self, user_id: str, request_id: str) -> Run | None:
+        """The run this user's earlier `StartRun` with `request_id` started, if it exists."""
+        entry = self._directory.by_request(user_id, request_id) if request_id else None
+        if entry is None:
+            return None
+        try:
+            return await self._registry.find(entry.run_id, user_id=user_id)
+        except RunNotFound:
+            self._directory.forget(user_id, entry.run_id)
+            return None
 
     async def _follow(
         self, run: Run, after_seq: int, context: grpc.aio.ServicerContext
@@ -127,8 +210,14 @@ class GeneratorServer:
         # spread their calls over generators added since (round-robin only balances over
         # the addresses it knows).
         self.server = grpc.aio.server(options=[("grpc.max_connection_age_ms", 300_000)])
+        limits = generator_pb2.GetLimitsResponse(
+            max_runs_per_user=settings.max_active_runs_per_user,
+            max_outline_tokens=settings.max_outline_tokens,
+            max_sections=MAX_SECTIONS,
+            max_target_tokens=MAX_TARGET_TOKENS,
+        )
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-            GeneratorServicer(self.registry), self.server
+            GeneratorServicer(self.registry, limits), self.server
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)

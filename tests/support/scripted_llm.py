@@ -29,7 +29,10 @@ class Reply:
     """Cut the connection after this many tokens (no [DONE])."""
     stall_after: int | None = None
     """Stop sending (but keep the connection open) after this many tokens."""
-    finish_reason: str = "stop"
+    finish_reason: str | None = "stop"
+    """None: no chunk with a finish reason."""
+    send_done: bool = True
+    """False: the stream ends (cleanly, HTTP-wise) without `data: [DONE]`."""
     report_usage: bool = True
     stamp: bool = False
     """Append the send time (time.time()) to each token as `|<ts>` for relay benchmarks."""
@@ -132,7 +135,8 @@ class ScriptedLLM:
                 await self._event(response, created, {"content": content}, None)
                 if record.first_token_at is None:
                     record.first_token_at = time.monotonic()
-            await self._event(response, created, {}, reply.finish_reason)
+            if reply.finish_reason is not None:
+                await self._event(response, created, {}, reply.finish_reason)
             if reply.report_usage and (body.get("stream_options") or {}).get("include_usage"):
                 usage = {
                     "prompt_tokens": 1,
@@ -148,7 +152,8 @@ class ScriptedLLM:
                     "usage": usage,
                 }
                 await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            await response.write(b"data: [DONE]\n\n")
+            if reply.send_done:
+                await response.write(b"data: [DONE]\n\n")
             record.completed = True
         except (ConnectionResetError, asyncio.CancelledError):
             record.disconnected_at = time.monotonic()
