@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import os
 import signal
 import socket
@@ -78,6 +79,10 @@ class StackSettings:
     """`DOCGEN_SUMMARY_ADDR`, as the summary service reads it."""
     llm_base_url: str | None = None
     """`DOCGEN_LLM_BASE_URL`; when unset the bundled model is started."""
+    planner_url: str | None = None
+    """`DOCGEN_PLANNER_URL`; when unset the development planner is started and used."""
+    dev_planner_addr: str = "127.0.0.1:8090"
+    """`DOCGEN_DEV_PLANNER_ADDR`, as the development planner reads it."""
     ready_timeout_s: float = 60.0
     """How long each service may take to become healthy (`DOCGEN_STACK_READY_TIMEOUT_S`)."""
     stop_timeout_s: float = 12.0
@@ -92,6 +97,8 @@ class StackSettings:
             generator_addr=env_str("DOCGEN_GENERATOR_ADDR", cls.generator_addr),
             summary_addr=env_str("DOCGEN_SUMMARY_ADDR", cls.summary_addr),
             llm_base_url=env_opt("DOCGEN_LLM_BASE_URL"),
+            planner_url=env_opt("DOCGEN_PLANNER_URL"),
+            dev_planner_addr=env_str("DOCGEN_DEV_PLANNER_ADDR", cls.dev_planner_addr),
             ready_timeout_s=env_float(
                 "DOCGEN_STACK_READY_TIMEOUT_S", cls.ready_timeout_s, minimum=1
             ),
@@ -168,13 +175,23 @@ def grpc_health_probe(address: str) -> Probe:
     return probe
 
 
-def child_env(llm: LocalLLMSettings | None) -> dict[str, str]:
+def dev_planner_url(settings: StackSettings) -> str | None:
+    """The development planner's URL when the stack starts it (no DOCGEN_PLANNER_URL)."""
+    if settings.planner_url is not None:
+        return None
+    host, port = split_address("DOCGEN_DEV_PLANNER_ADDR", settings.dev_planner_addr)
+    return f"http://{dial_host(host)}:{port}"
+
+
+def child_env(llm: LocalLLMSettings | None, planner_url: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     # Children's logs reach the terminal as they happen, not in 8 KB blocks.
     env["PYTHONUNBUFFERED"] = "1"
     if llm is not None:
         env["DOCGEN_LLM_BASE_URL"] = llm.base_url
         env["DOCGEN_LLM_MODEL"] = BUNDLED_LLM_MODEL
+    if planner_url is not None:
+        env["DOCGEN_PLANNER_URL"] = planner_url
     return env
 
 
@@ -190,6 +207,18 @@ def build_specs(settings: StackSettings, llm: LocalLLMSettings | None) -> list[S
                 (llm.host, llm.port),
                 http_probe(models_url),
                 f"GET {models_url}",
+            )
+        )
+    planner_url = dev_planner_url(settings)
+    if planner_url is not None:
+        # Before the generator, which reads plans from it (docs/planner.md).
+        specs.append(
+            ServiceSpec(
+                "planner",
+                [python, "-m", "services.dev_planner"],
+                split_address("DOCGEN_DEV_PLANNER_ADDR", settings.dev_planner_addr),
+                http_probe(f"{planner_url}/healthz"),
+                f"GET {planner_url}/healthz",
             )
         )
     for name, variable, address in (
@@ -234,6 +263,14 @@ def example_outline() -> str:
     )
 
 
+def example_document_id() -> str:
+    """A `document_id` the development planner serves (examples/outlines)."""
+    outlines = sorted((REPO_ROOT / "examples" / "outlines").glob("*.json"))
+    if not outlines:
+        return "<document_id>"
+    return str(json.loads(outlines[0].read_text(encoding="utf-8"))["document_id"])
+
+
 def banner(settings: StackSettings, elapsed_s: float) -> str:
     host = dial_host(settings.edge_host)
     secret = env_opt("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
@@ -241,15 +278,18 @@ def banner(settings: StackSettings, elapsed_s: float) -> str:
     # In the fragment, the token never reaches the server's logs or a Referer header.
     token = mint_dev_token("dev", secret=secret, audience=audience)
     cli = f".venv/bin/docgen generate {example_outline()}"
+    by_id = f".venv/bin/docgen generate --plan {example_document_id()}"
     ws_url = f"ws://{host}:{settings.edge_port}/v1/ws"
     if ws_url != CLI_DEFAULT_URL:
         cli += f" --url {ws_url}"
+        by_id += f" --url {ws_url}"
     return "\n".join(
         [
             f"[stack] all services ready in {elapsed_s:.1f} s",
             "",
             f"  open     http://{host}:{settings.edge_port}/#token={token}",
             f"  or run   {cli}",
+            f"  by id    {by_id}   (docs/planner.md)",
             "  stop     Ctrl-C",
             "",
         ]
@@ -434,7 +474,7 @@ async def main_async() -> int:
         return 2
     if llm is None:
         say(f"LLM: {settings.llm_base_url} (DOCGEN_LLM_BASE_URL), so the bundled one stays off")
-    supervisor = Supervisor(settings, specs, child_env(llm))
+    supervisor = Supervisor(settings, specs, child_env(llm, dev_planner_url(settings)))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, supervisor.request_stop, sig.name)

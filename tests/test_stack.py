@@ -148,6 +148,7 @@ def stack_env(**overrides: str) -> dict[str, str]:
         DOCGEN_GENERATOR_ADDR=f"127.0.0.1:{free_port()}",
         DOCGEN_SUMMARY_ADDR=f"127.0.0.1:{free_port()}",
         DOCGEN_LOCAL_LLM_PORT=str(free_port()),
+        DOCGEN_DEV_PLANNER_ADDR=f"127.0.0.1:{free_port()}",
     )
     env.update(overrides)
     return env
