@@ -668,6 +668,33 @@ def rs(key: str = "a_rsa", **options: Any) -> TokenMaker:
     return lambda h: h.rs(key=getattr(h.keys, key), **options)
 
 
+def crafted_hs(header: dict[str, Any]) -> TokenMaker:
+    """A token with this exact header, HMAC-signed with the edge's secret (issuer HS)."""
+
+    def make(h: Harness) -> str:
+        claims = h._claims(None, ISSUER_HS, (), {})
+        return h.keep(
+            compact(
+                header,
+                claims,
+                lambda data: hmac.new(SECRET.encode(), data, hashlib.sha256).digest(),
+            )
+        )
+
+    return make
+
+
+def crafted_rs(header: dict[str, Any]) -> TokenMaker:
+    """A token with this exact header, RS256-signed with issuer A's key."""
+
+    def make(h: Harness) -> str:
+        return h.crafted(
+            header, lambda data: RSAAlgorithm(RSAAlgorithm.SHA256).sign(data, h.keys.a_rsa)
+        )
+
+    return make
+
+
 def literal(token: str | None) -> TokenMaker:
     return lambda h: token
 
@@ -678,6 +705,9 @@ def origin(value: str) -> Attack:
 
 ES256_OF_B = {"key": "b_ec", "issuer": ISSUER_B, "kid": "e1", "algorithm": "ES256"}
 ALG_NONE = {"alg": "none", "typ": "JWT"}
+ALG_LIST = {"alg": ["HS256"], "typ": "JWT"}
+ALG_OBJECT = {"alg": {"HS256": 1}, "typ": "JWT"}
+KID_LIST = {"alg": "RS256", "kid": ["k1"]}
 CRIT = {"crit": ["x-must-understand"], "x-must-understand": True}
 SUB_NOT_A_STRING = {"sub": 42, "aud": "docgen", "iss": ISSUER_HS, "exp": IMPORTED + 3600}
 BIG_COOKIE = {"Cookie": "c" * 16_384}
@@ -732,6 +762,9 @@ MATRIX: list[Row] = [
     Row("jku/x5u headers at the attacker's JWKS (never fetched)", jku_header, INVALID_TOKEN),
     Row("jwk header embedding the attacker's key", embedded_jwk_header, INVALID_TOKEN),
     Row("crit header naming an unknown extension", handshake(hs(headers=CRIT)), INVALID_TOKEN),
+    Row("alg header is a list (was a 500)", handshake(crafted_hs(ALG_LIST)), INVALID_TOKEN),
+    Row("alg header is an object", handshake(crafted_hs(ALG_OBJECT)), INVALID_TOKEN),
+    Row("kid header is a list (RS256)", handshake(crafted_rs(KID_LIST)), INVALID_TOKEN),
     Row("token in the query string", token_in_query, TOKEN_IN_QUERY),
     Row("JWT-shaped query value under another name", jwt_shaped_query_value, TOKEN_IN_QUERY),
     # --- Origin and the shape of the handshake ------------------------------------------------

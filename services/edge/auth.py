@@ -6,6 +6,7 @@ Also a command to mint development tokens: `python -m services.edge.auth mint --
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,8 @@ import jwt
 from services.edge.jwks import ALGORITHMS as JWKS_ALGORITHMS
 from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
 from services.edge.settings import DEV_JWT_SECRET
+
+log = logging.getLogger(__name__)
 
 SUBPROTOCOL = "docgen.v1"
 BEARER_PREFIX = "bearer."
@@ -127,11 +130,29 @@ class TokenVerifier:
         """Issuer -> its keys; the key None: one JWKS for any issuer (unchecked)."""
 
     async def verify(self, token: str) -> Principal:
+        """The token's principal, or `AuthError` with a documented status and code. Whatever
+        the token holds, nothing else escapes: a hostile header or claim is a client's
+        mistake (401), never a server error."""
+        try:
+            return await self._verify(token)
+        except AuthError:
+            raise
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError, RecursionError) as e:
+            # The checks below should catch every malformed field; if one slips through it is
+            # still the client's token that is wrong. One line, no traceback, no token.
+            log.warning("malformed token refused (%s escaped the checks)", type(e).__name__)
+            raise AuthError(401, "invalid_token", "the token is malformed") from None
+
+    async def _verify(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise AuthError(401, "invalid_token", "the token is malformed") from None
+        # Header values are attacker-chosen JSON: a list or object `alg` must not reach a set
+        # lookup (TypeError: unhashable) or a key table.
         algorithm = header.get("alg")
+        if not isinstance(algorithm, str):
+            raise AuthError(401, "invalid_token", "the token's 'alg' header must be a string")
         if algorithm in HS_ALGORITHMS and self._secret is not None:
             claims = self._decode(token, self._secret, "HS256", self._issuer)
         elif algorithm in JWKS_ALGORITHMS and self._jwks:
