@@ -14,7 +14,7 @@ import shlex
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, TextIO
 
@@ -34,6 +34,7 @@ from clients.report import RunReport
 
 DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
 DEFAULT_SUB = "dev"
+DEFAULT_TTL_S = 12 * 3600
 CANCEL_WAIT_S = 5.0
 EPILOG = """\
 token: --token; else a development token for --sub, signed with $DOCGEN_JWT_SECRET (or the
@@ -78,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         "run_id", metavar="RUN_ID", help="as printed by generate (put -- before an id like -x)"
     )
     resume.add_argument(
-        "--after", type=int, default=0, metavar="SEQ", help="last seq already seen (default 0: all)"
+        "--after",
+        type=_cursor,
+        default=0,
+        metavar="SEQ",
+        help="the output already holds the run up to this seq: append only the rest (default 0: "
+        "the whole document). The run is re-read from its start either way, so every section "
+        "keeps its heading and is checked against its sha256",
+    )
+    resume.add_argument(
+        "--whole",
+        action="store_true",
+        help="write the whole document, from the title on, even with --after (overwrites -o)",
     )
     resume.add_argument(
         "--title", help="the document title for '# ...' (the server does not send it again)"
@@ -88,11 +100,41 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument(
         "--sub", default=DEFAULT_SUB, help=f"the user (JWT sub, default {DEFAULT_SUB!r})"
     )
-    token.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
+    token.add_argument(
+        "--ttl",
+        type=_lifetime,
+        default=DEFAULT_TTL_S,
+        metavar="SECONDS",
+        help=f"lifetime in seconds, a whole number above 0 (default {DEFAULT_TTL_S}: 12 hours)",
+    )
     return parser
 
 
-def dev_token(sub: str, *, ttl_s: int = 12 * 3600) -> str:
+def _lifetime(text: str) -> int:
+    """A token lifetime: a token that is born expired is never what anyone wants."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds") from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{seconds} would print a token that has already expired; give a number of seconds "
+            f"above 0 (default {DEFAULT_TTL_S})"
+        )
+    return seconds
+
+
+def _cursor(text: str) -> int:
+    try:
+        seq = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seq (a whole number)") from None
+    if seq < 0:
+        raise argparse.ArgumentTypeError(f"{seq} is not a seq: seqs start at 1 (0 means none)")
+    return seq
+
+
+def dev_token(sub: str, *, ttl_s: int = DEFAULT_TTL_S) -> str:
     from services.edge.auth import mint_dev_token
     from services.edge.settings import DEV_JWT_SECRET
 
@@ -107,6 +149,25 @@ def resolve_token(args: argparse.Namespace) -> str:
     if args.sub is None and os.environ.get("DOCGEN_TOKEN"):
         return os.environ["DOCGEN_TOKEN"]
     return dev_token(args.sub or DEFAULT_SUB)
+
+
+def token_minter(args: argparse.Namespace) -> Callable[[], str] | None:
+    """How to get a fresh token when the one in use expires mid-run: only a token this CLI
+    minted itself can be renewed; one given by --token or $DOCGEN_TOKEN cannot."""
+    if args.token is not None or (args.sub is None and os.environ.get("DOCGEN_TOKEN")):
+        return None
+    return lambda: dev_token(args.sub or DEFAULT_SUB)
+
+
+def same_terminal(first: TextIO, second: TextIO) -> bool:
+    """True when both streams write to the same terminal (a document on stdout and progress
+    on stderr would then interleave line by line)."""
+    try:
+        if not (first.isatty() and second.isatty()):
+            return False
+        return os.path.samestat(os.fstat(first.fileno()), os.fstat(second.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_outline(path: str, stdin: TextIO) -> dict[str, Any]:
@@ -164,9 +225,14 @@ class OutputFile:
             self._file.close()
 
 
-def resume_command(run_id: str, after: int, args: argparse.Namespace) -> str:
-    """The command that continues this run where the output stops (never echoes a token)."""
-    options = [f"--after {after}"]
+def resume_command(
+    run_id: str, after: int, args: argparse.Namespace, *, title: str | None = None
+) -> str:
+    """The command that continues this run where the output stops (never echoes a token).
+    Output to stdout is not continued but written again whole, so no `--after` there."""
+    options = [f"--after {after}"] if args.output and after > 0 else []
+    if title:
+        options.append(f"--title {shlex.quote(title)}")
     if args.url != DEFAULT_URL:
         options.append(f"--url {shlex.quote(args.url)}")
     if args.sub:
@@ -175,8 +241,8 @@ def resume_command(run_id: str, after: int, args: argparse.Namespace) -> str:
         options.append(f"--output {shlex.quote(args.output)}")
     # A run id may start with '-' (URL-safe base64), which argparse would take for an option.
     if run_id.startswith("-"):
-        return f"docgen resume {' '.join(options)} -- {run_id}"
-    return f"docgen resume {run_id} {' '.join(options)}"
+        return " ".join(["docgen resume", *options, "--", run_id])
+    return " ".join(["docgen resume", run_id, *options])
 
 
 async def follow_run(
@@ -192,30 +258,43 @@ async def follow_run(
     outline = load_outline(args.outline, stdin) if args.command == "generate" else None
     token = resolve_token(args)
     title = outline["title"] if outline is not None else args.title
+    after = 0 if args.command != "resume" or args.whole else args.after
     sink: OutputFile | TextIO = stdout
     if args.output:
-        sink = OutputFile(Path(args.output), append=args.command == "resume" and args.after > 0)
-    assembler = MarkdownAssembler(sink, title=title, streaming=not args.output)
+        sink = OutputFile(Path(args.output), append=after > 0)
+    assembler = MarkdownAssembler(
+        sink, title=title, streaming=not args.output, already_through=after
+    )
     report = RunReport()
-    document_on_terminal = not args.output and stdout.isatty()
+    # The document and the progress lines on one terminal would interleave line by line, so
+    # there the progress stays off (unless --progress) and the CLI suggests -o instead.
+    shared_terminal = not args.output and same_terminal(stdout, stderr)
     console = Console(
         stderr,
         quiet=args.quiet,
-        progress=args.progress or stderr.isatty(),
-        live_bar=not document_on_terminal,
+        progress=args.progress or (stderr.isatty() and not shared_terminal),
+        live_bar=bool(args.output) or not stdout.isatty(),
     )
+    if shared_terminal and not args.progress:
+        console.info(
+            "docgen: the document is written to this terminal; add -o FILE to save it and watch "
+            "the progress here instead"
+        )
 
     def on_event(frame: dict[str, Any]) -> None:
         assembler.feed(frame)
         report.feed(frame)
         console.feed(frame)
+        if frame["seq"] <= after:
+            return  # already reported by the command that wrote the output so far
         if frame["type"] == "section_start" and frame["attempt"] > 1:
             console.info(
-                f"docgen: the server retries section {frame['title']!r} "
-                f"(attempt {frame['attempt']}); its earlier text is discarded"
+                f"docgen: the server is writing section {frame['title']!r} again "
+                f"(attempt {frame['attempt']}); the text of the failed attempt is dropped"
             )
         elif frame["type"] == "error":
-            where = f" in section {frame['section_id']!r}" if frame.get("section_id") else ""
+            section = frame.get("section_id")
+            where = f" in section {assembler.titles.get(section, section)!r}" if section else ""
             console.info(f"docgen: the server reported {frame['code']}{where}: {frame['message']}")
 
     follower = RunFollower(
@@ -226,22 +305,24 @@ async def follow_run(
         console=console,
         interrupt=interrupt,
         cancel_wait_s=CANCEL_WAIT_S,
+        renew_token=token_minter(args),
     )
     try:
         if outline is not None:
             end = await follower.generate(outline)
         else:
-            end = await follower.resume(args.run_id, args.after)
+            # Always from the start: the headings and the hashes need every event.
+            end = await follower.resume(args.run_id, 0)
     except (EdgeUnreachable, AuthRefused) as error:
         if follower.run_id is not None and follower.last_seq > 0:
-            hint = resume_command(follower.run_id, assembler.committed_seq, args)
-            error.message += f"; continue with: {hint}"
+            hint = resume_command(follower.run_id, assembler.committed_seq, args, title=title)
+            error.message += f"; the run goes on without you; continue with: {hint}"
         raise
     finally:
         if isinstance(sink, OutputFile):
             sink.close()
         console.close()
-    return _outcome(end, follower, assembler, report, console, args)
+    return _outcome(end, follower, assembler, report, console, args, title)
 
 
 def _outcome(
@@ -251,12 +332,10 @@ def _outcome(
     report: RunReport,
     console: Console,
     args: argparse.Namespace,
+    title: str | None,
 ) -> int:
     run_id, status = end["run_id"], end["status"]
     console.info(report.render())
-    if assembler.unverified:
-        sections = ", ".join(assembler.unverified)
-        console.info(f"docgen: not verified, they began before seq {args.after}: {sections}")
     if follower.cancel_requested:
         raise Interrupted(f"interrupted: run {run_id} ended {status} after the cancel")
     problems = assembler.mismatches + follower.gaps
@@ -265,7 +344,7 @@ def _outcome(
     if problems:
         raise RunFailed(
             f"the text received does not match what the server wrote (see above); fetch it again "
-            f"with: {resume_command(run_id, 0, args)}"
+            f"with: {resume_command(run_id, 0, args, title=title)}"
         )
     if status == "failed":
         error = report.last_error

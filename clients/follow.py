@@ -16,6 +16,7 @@ import aiohttp
 from clients.connection import http_session, open_socket
 from clients.console import Console
 from clients.errors import AuthRefused, EdgeUnreachable, Interrupted, RunFailed, UsageError
+from clients.explain import explain
 
 FrameHandler = Callable[[dict[str, Any]], None]
 
@@ -65,9 +66,13 @@ class RunFollower:
         interrupt: asyncio.Event,
         policy: ReconnectPolicy | None = None,
         cancel_wait_s: float = 5.0,
+        renew_token: Callable[[], str] | None = None,
     ) -> None:
         self._url = url
         self._token = token
+        self._renew_token = renew_token
+        """Mints a new token when the edge closes with 4500 (expired); None: give up there."""
+        self._outline: dict[str, Any] | None = None
         self._request_id = request_id
         self._on_event = on_event
         self._console = console
@@ -86,6 +91,7 @@ class RunFollower:
 
     async def generate(self, outline: dict[str, Any]) -> dict[str, Any]:
         """Starts a run and returns its `run_end` frame."""
+        self._outline = outline
         opening = {"type": "generate", "outline": outline, "request_id": self._request_id}
         return await self._run(opening)
 
@@ -203,7 +209,10 @@ class RunFollower:
         if code is not None:
             described = f"close code {code}" + (f" {reason!r}" if reason else "")
         if code == TOKEN_EXPIRED:
-            return AuthRefused(f"the edge closed the connection: the token expired ({described})")
+            if self._renew_token is not None and self.run_id is not None:
+                self._token = self._renew_token()
+                return _Dropped(f"the token expired ({described}); a new one was minted")
+            return AuthRefused(f"your token expired during the run ({described})")
         if code == 1009:
             return UsageError(f"the edge refused a frame as too large ({described})")
         if code is not None and (code in _FINAL_CLOSE_CODES or 4500 <= code <= 4999):
@@ -250,7 +259,8 @@ class RunFollower:
         """An error about one of our frames (no seq): raises what it means for the command."""
         code, message = str(frame.get("code")), str(frame.get("message"))
         if code in _REFUSED_FRAME_CODES:
-            raise UsageError(f"the edge refused the request ({code}): {message}")
+            explained = explain(code, message, self._outline)
+            raise UsageError(f"the edge refused the outline: {explained}")
         if code == "run_not_found":
             if self._events_seen:
                 raise RunFailed(f"run {self.run_id} is no longer on the server ({message})")

@@ -29,8 +29,11 @@ def restart_notice(attempt: int) -> str:
 @dataclass
 class _Section:
     title: str | None
-    """None: its `section_start` came before the resume cursor, so its start is unknown."""
+    """None only if its `section_start` never arrived (a run log that lost its head)."""
     parts: list[str] = field(default_factory=list)
+    written_chars: int = 0
+    """Of its text, how much the output already holds from before the cursor (`already_through`)."""
+    started_before_cursor: bool = False
 
     @property
     def text(self) -> str:
@@ -40,12 +43,20 @@ class _Section:
 class MarkdownAssembler:
     """`streaming=True` writes text as it arrives (stdout): a retried section gets a visible
     notice and starts over below it. `streaming=False` writes each section once, when it
-    ends (a file), so the output never holds a discarded attempt."""
+    ends (a file), so the output never holds a discarded attempt.
 
-    def __init__(self, sink: TextSink, *, title: str | None, streaming: bool) -> None:
+    `already_through=N`: the output already holds everything up to seq N (a resumed `--output`
+    file). The run is still read from seq 1, so every heading is known and every section is
+    checked against its hash, but only what comes after N is written."""
+
+    def __init__(
+        self, sink: TextSink, *, title: str | None, streaming: bool, already_through: int = 0
+    ) -> None:
         self._sink = sink
         self._title = title
         self._streaming = streaming
+        self._cursor = already_through
+        self._writing = already_through == 0
         self._sections: dict[str, _Section] = {}
         self._open: str | None = None
         self.committed_seq = 0
@@ -53,12 +64,14 @@ class MarkdownAssembler:
         the same output) neither loses nor repeats text."""
         self.mismatches: list[str] = []
         """One message per section whose assembled text does not match its `text_sha256`."""
-        self.unverified: list[str] = []
-        """Sections that began before the resume cursor: only their tail was seen."""
+        self.titles: dict[str, str] = {}
+        """Section id -> title, as `section_start` announced them."""
 
     def feed(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
-        if kind == "run_started":
+        seq = frame.get("seq")
+        self._writing = not isinstance(seq, int) or seq > self._cursor
+        if kind == "run_started" and self._writing:
             self._emit(f"# {self._title or frame['document_id']}\n")
         elif kind == "section_start":
             self._start(frame)
@@ -66,15 +79,23 @@ class MarkdownAssembler:
             self._chunk(frame)
         elif kind == "section_end":
             self._end(frame)
-        seq = frame.get("seq")
         if isinstance(seq, int) and (self._streaming or self._open is None):
             self.committed_seq = seq
 
     def _start(self, frame: dict[str, Any]) -> None:
         section_id, title = frame["section_id"], frame["title"]
         restarted = section_id in self._sections
+        previous = self._sections.get(section_id)
         self._sections[section_id] = _Section(title=title)
+        self.titles[section_id] = title
         self._open = section_id
+        if not self._writing:
+            self._sections[section_id].started_before_cursor = True
+            return
+        if not self._streaming and previous is not None and previous.started_before_cursor:
+            # The output holds the head of an attempt that is now void (written before the
+            # cursor): say so, as a streamed retry does, and write the new attempt in full.
+            self._emit(restart_notice(frame["attempt"]))
         if self._streaming:
             if restarted:
                 self._emit(restart_notice(frame["attempt"]))
@@ -83,7 +104,9 @@ class MarkdownAssembler:
     def _chunk(self, frame: dict[str, Any]) -> None:
         section = self._section(frame["section_id"])
         section.parts.append(frame["delta"])
-        if self._streaming:
+        if not self._writing:
+            section.written_chars += len(frame["delta"])
+        elif self._streaming:
             self._emit(frame["delta"])
 
     def _end(self, frame: dict[str, Any]) -> None:
@@ -91,14 +114,16 @@ class MarkdownAssembler:
         section = self._section(section_id)
         self._open = None
         text = section.text
-        if self._streaming:
+        if not self._writing:
+            pass
+        elif self._streaming:
             self._emit("\n")
-        elif section.title is None:
-            self._emit(f"{text}\n")
+        elif section.started_before_cursor:
+            self._emit(f"{text[section.written_chars :]}\n")
         else:
             self._emit(f"\n## {section.title}\n\n{text}\n")
         if section.title is None:
-            self.unverified.append(section_id)
+            self.mismatches.append(f"section {section_id!r}: its start is missing from the run")
             return
         digest = hashlib.sha256(text.encode()).hexdigest()
         if digest != frame["text_sha256"]:

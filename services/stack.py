@@ -28,6 +28,7 @@ from services.generator.settings import BUNDLED_LLM_MODEL
 from services.local_llm import LocalLLMSettings, LocalLLMUnavailable, server_command
 
 TAIL_LINES = 20
+BANNER_SETTLE_S = 0.3
 POLL_S = 0.1
 PROBE_TIMEOUT_S = 1.0
 # Lines longer than this are cut into pieces rather than failing the reader.
@@ -175,6 +176,11 @@ def grpc_health_probe(address: str) -> Probe:
     return probe
 
 
+def on_terminal() -> bool:
+    """A person watches stdout: human-readable logs, quiet model output, banner on Enter."""
+    return sys.stdout.isatty() and os.environ.get("DOCGEN_LOG_FORMAT", "").lower() != "json"
+
+
 def dev_planner_url(settings: StackSettings) -> str | None:
     """The development planner's URL when the stack starts it (no DOCGEN_PLANNER_URL)."""
     if settings.planner_url is not None:
@@ -187,6 +193,9 @@ def child_env(llm: LocalLLMSettings | None, planner_url: str | None = None) -> d
     env = dict(os.environ)
     # Children's logs reach the terminal as they happen, not in 8 KB blocks.
     env["PYTHONUNBUFFERED"] = "1"
+    # Children write into a pipe, so by themselves they would choose JSON logs.
+    if on_terminal():
+        env.setdefault("DOCGEN_LOG_FORMAT", "text")
     if llm is not None:
         env["DOCGEN_LLM_BASE_URL"] = llm.base_url
         env["DOCGEN_LLM_MODEL"] = BUNDLED_LLM_MODEL
@@ -290,7 +299,7 @@ def banner(settings: StackSettings, elapsed_s: float) -> str:
             f"  open     http://{host}:{settings.edge_port}/#token={token}",
             f"  or run   {cli}",
             f"  by id    {by_id}   (docs/planner.md)",
-            "  stop     Ctrl-C",
+            "  stop     Ctrl-C" + ("    (Enter shows this again)" if on_terminal() else ""),
             "",
         ]
     )
@@ -308,6 +317,26 @@ class Supervisor:
         self._children: list[Child] = []
         self._stop_requested = asyncio.Event()
         self._hurry = asyncio.Event()
+        self._started_at = time.monotonic()
+        self._ready_after_s: float | None = None
+        self._quiet = {"llm"} if on_terminal() else set()
+        """Children whose output is kept only for the failure report (llama.cpp prints
+        ~100 lines at start and several per request)."""
+
+    def show_banner(self) -> None:
+        if self._ready_after_s is not None:
+            print(banner(self._settings, self._ready_after_s), flush=True)
+
+    def on_enter(self) -> None:
+        """stdin is the terminal: a line (Enter) prints the banner again, EOF stops listening."""
+        try:
+            data = os.read(sys.stdin.fileno(), 1024)
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(sys.stdin.fileno())
+            return
+        self.show_banner()
 
     def request_stop(self, signame: str) -> None:
         if self._stop_requested.is_set():
@@ -320,14 +349,17 @@ class Supervisor:
     async def run(self) -> int:
         """Starts the stack and watches it; returns the exit code. Children are stopped by
         `stop_all`, which the caller runs whatever happens here."""
-        started_at = time.monotonic()
+        self._started_at = time.monotonic()
         for spec in self._specs:
             check_port_free(spec.name, *spec.listen)
         for spec in self._specs:
             child = await self._spawn(spec)
             if not await self._wait_ready(child):
                 return 0
-        print(banner(self._settings, time.monotonic() - started_at), flush=True)
+        # Let the children's start-up lines reach the terminal first: the banner comes last.
+        self._ready_after_s = time.monotonic() - self._started_at
+        await asyncio.sleep(BANNER_SETTLE_S)
+        self.show_banner()
         return await self._watch()
 
     async def _spawn(self, spec: ServiceSpec) -> Child:
@@ -347,10 +379,11 @@ class Supervisor:
         child.pump = asyncio.create_task(self._pump(child))
         self._children.append(child)
         say(f"started {spec.name} (pid {process.pid}), waiting for {spec.probe_label}")
+        if spec.name in self._quiet:
+            say(f"{spec.name} output is shown only if it fails (DOCGEN_LOG_FORMAT=json shows it)")
         return child
 
-    @staticmethod
-    async def _pump(child: Child) -> None:
+    async def _pump(self, child: Child) -> None:
         stream = child.process.stdout
         assert stream is not None
         prefix = f"[{child.name}] "
@@ -363,6 +396,8 @@ class Supervisor:
                 return
             line = raw.decode(errors="replace").rstrip()
             child.tail.append(line)
+            if child.name in self._quiet:
+                continue
             # A closed terminal pipe must not stop the draining, or the child blocks on write.
             with contextlib.suppress(BrokenPipeError):
                 sys.stdout.write(prefix + line + "\n")
@@ -478,6 +513,8 @@ async def main_async() -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, supervisor.request_stop, sig.name)
+    if on_terminal() and sys.stdin.isatty():
+        loop.add_reader(sys.stdin.fileno(), supervisor.on_enter)
     try:
         return await supervisor.run()
     except StackError as error:

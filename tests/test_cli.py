@@ -8,10 +8,12 @@ import hashlib
 import io
 import json
 import os
+import pty
 import re
 import shlex
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,8 +78,8 @@ def by_section(token_delay_s: float = 0.0) -> Script:
 async def stacks() -> AsyncIterator[Callable[..., Awaitable[Stack]]]:
     started: list[Stack] = []
 
-    async def start(script: Script | None = None) -> Stack:
-        stack = await start_stack(ScriptedLLM(script or by_section()))
+    async def start(script: Script | None = None, **options: Any) -> Stack:
+        stack = await start_stack(ScriptedLLM(script or by_section()), **options)
         started.append(stack)
         return stack
 
@@ -206,7 +208,7 @@ async def test_a_retried_section_is_restarted_on_stdout_and_written_once_to_a_fi
         f"\n## Choosing ovens\n\n{TEXTS['ovens']}\n"
         f"\n## Making money\n\n{TEXTS['money']}\n"
     )
-    assert "retries section 'Choosing ovens' (attempt 2)" in streamed.stderr
+    assert "writing section 'Choosing ovens' again (attempt 2)" in streamed.stderr
 
     output = tmp_path / "doc.md"
     written = await docgen("generate", str(outline_file), "--url", url_of(stack), "-o", str(output))
@@ -238,7 +240,36 @@ async def test_an_outline_the_edge_refuses_exits_2(
     result = await docgen("generate", str(path), "--url", url_of(stack))
     assert result.code == 2
     assert result.stdout == ""
-    assert result.stderr.startswith("docgen: the edge refused the request (invalid_outline)")
+    assert result.stderr == (
+        'docgen: the edge refused the outline: the outline needs fixing: section 2 "Why bake": '
+        "\"id\" 'intro' is used by an earlier section (invalid_outline)\n"
+    )
+
+
+async def test_a_missing_field_is_explained_in_words_with_the_stable_code(
+    stacks: Callable[..., Awaitable[Stack]], tmp_path: Path
+) -> None:
+    # The minimal outline a newcomer writes first: no document_id.
+    stack = await stacks()
+    path = tmp_path / "minimal.json"
+    sections = [{"id": "a", "title": "Alpha", "target_tokens": 0}]
+    path.write_text(json.dumps({"title": "T", "sections": sections}))
+    missing = await docgen("generate", str(path), "--url", url_of(stack))
+    assert missing.code == 2
+    assert missing.stderr == (
+        'docgen: the edge refused the outline: the outline has no "document_id"; add it. '
+        '"document_id": a name you choose for the document, 1–128 characters, e.g. "my-guide". '
+        "(invalid_frame at $.outline)\n"
+    )
+    path.write_text(json.dumps({"document_id": "d", "title": "T", "sections": sections}))
+    too_small = await docgen("generate", str(path), "--url", url_of(stack))
+    assert too_small.code == 2
+    assert too_small.stderr.startswith(
+        'docgen: the edge refused the outline: section 1 "Alpha": "target_tokens" is 0, below '
+        'the minimum of 1. "target_tokens": the section\'s length in tokens, a whole number '
+        "from 1 to 4096"
+    )
+    assert too_small.stderr.endswith("(invalid_frame at $.outline.sections[0].target_tokens)\n")
 
 
 # --- exit codes before any run -----------------------------------------------------------------
@@ -368,11 +399,113 @@ async def test_resume_from_the_middle_appends_the_rest_to_the_file(
     assert output.read_text() == EXPECTED
 
 
+async def test_resume_whole_rewrites_the_file_from_the_title(
+    stacks: Callable[..., Awaitable[Stack]], outline_file: Path, tmp_path: Path
+) -> None:
+    stack = await stacks()
+    client = await stack.connect(stack.token("dev"))
+    await client.send({"type": "generate", "outline": OUTLINE_3})
+    run_id = (await client.run_to_end())[0]["run_id"]
+    output = tmp_path / "doc.md"
+    output.write_text("a stale, partial document\n")
+    result = await docgen(
+        "resume", "--after", "9", "--whole", "--title", TITLE, "--url", url_of(stack),
+        "-o", str(output), "--", run_id,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert output.read_text() == EXPECTED
+    assert "not verified" not in result.stderr
+
+
+async def test_after_the_token_expires_mid_run_the_hint_prints_the_whole_document(
+    stacks: Callable[..., Awaitable[Stack]], outline_file: Path
+) -> None:
+    stack = await stacks(by_section(token_delay_s=0.1), edge={"jwt_leeway_s": 0.0})
+    token = stack.token("frank", exp=int(time.time()) + 2)
+    cut = await docgen("generate", str(outline_file), "--url", url_of(stack), "--token", token)
+    assert cut.code == 3, cut.stderr
+    assert EXPECTED.startswith(cut.stdout) and len(cut.stdout) < len(EXPECTED)
+    match = re.search(
+        r"your token expired during the run .*continue with: (docgen resume .*)$", cut.stderr
+    )
+    assert match, cut.stderr
+    hint = shlex.split(match.group(1))
+    assert "--after" not in hint and hint[hint.index("--title") + 1] == TITLE
+    # The same user with a new token: the whole document, title and headings, verified.
+    again = await docgen(*hint[1:], "--sub", "frank")
+    assert again.code == 0, again.stderr
+    assert again.stdout == EXPECTED
+    assert "not verified" not in again.stderr and "Why bake" in again.stderr  # titles, not ids
+
+
+async def test_a_token_the_cli_minted_is_renewed_when_it_expires_mid_run(
+    stacks: Callable[..., Awaitable[Stack]],
+) -> None:
+    stack = await stacks(by_section(token_delay_s=0.1), edge={"jwt_leeway_s": 0.0})
+    events: list[dict[str, Any]] = []
+    notices = io.StringIO()
+    follower = RunFollower(
+        url=url_of(stack),
+        token=stack.token("gina", exp=int(time.time()) + 2),
+        request_id="r1",
+        on_event=events.append,
+        console=Console(notices),
+        interrupt=asyncio.Event(),
+        policy=ReconnectPolicy(first_delay_s=0.01, max_delay_s=0.02),
+        renew_token=lambda: stack.token("gina"),
+    )
+    end = await follower.generate(OUTLINE_3)
+    assert end["status"] == "completed"
+    assert [f["seq"] for f in events] == list(range(1, end["seq"] + 1))
+    assert "the token expired (close code 4500" in notices.getvalue()
+    assert "a new one was minted" in notices.getvalue()
+
+
 async def test_resume_of_an_unknown_run_exits_2(stacks: Callable[..., Awaitable[Stack]]) -> None:
     stack = await stacks()
     result = await docgen("resume", "--url", url_of(stack), "--", "no-such-run")
     assert result.code == 2
     assert result.stderr.startswith("docgen: run no-such-run not found")
+
+
+async def test_on_a_shared_terminal_the_document_is_not_interleaved_with_progress(
+    stacks: Callable[..., Awaitable[Stack]], outline_file: Path
+) -> None:
+    stack = await stacks()
+    leader, follower_fd = pty.openpty()  # one terminal for stdout and stderr, as in a shell
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOCGEN_")}
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *DOCGEN, "generate", str(outline_file), "--url", url_of(stack),
+            stdin=asyncio.subprocess.DEVNULL, stdout=follower_fd, stderr=follower_fd,
+            env={**clean, "COLUMNS": "100"},
+        )  # fmt: skip
+        os.close(follower_fd)
+        follower_fd = -1
+        screen = await asyncio.to_thread(read_terminal, leader)
+        assert await process.wait() == 0, screen
+    finally:
+        os.close(leader)
+        if follower_fd >= 0:
+            os.close(follower_fd)
+    screen = screen.replace("\r\n", "\n")
+    assert screen.startswith("docgen: the document is written to this terminal; add -o FILE")
+    document = screen[screen.index("# Running") :]
+    assert document.startswith(EXPECTED)  # one piece: no progress line inside it
+    assert "summary v" not in screen and "[1/3]" not in screen
+
+
+def read_terminal(fd: int) -> str:
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
 
 
 # --- Ctrl-C and reconnects ---------------------------------------------------------------------
@@ -491,6 +624,23 @@ async def test_token_prints_a_development_token() -> None:
     token = result.stdout.strip()
     claims = jwt.decode(token, DEV_JWT_SECRET, algorithms=["HS256"], audience="docgen")
     assert claims["sub"] == "carol"
+    assert claims["exp"] - claims["iat"] == 12 * 3600  # the documented default
+    short = await docgen("token", "--ttl", "60")
+    claims = jwt.decode(
+        short.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"], audience="docgen"
+    )
+    assert claims["exp"] - claims["iat"] == 60
+
+
+@pytest.mark.parametrize("ttl", ["-5", "0", "soon"])
+async def test_a_token_lifetime_that_is_not_positive_is_refused(ttl: str) -> None:
+    result = await docgen("token", f"--ttl={ttl}")
+    assert result.code == 2
+    assert result.stdout == ""  # no token that is born expired
+    assert "argument --ttl:" in result.stderr
+    expected = "not a whole number" if ttl == "soon" else "already expired"
+    assert expected in result.stderr
+    assert "--ttl SECONDS" in (await docgen("token", "--help")).stdout
 
 
 # --- Markdown assembly and report, on their own -----------------------------------------------
@@ -571,13 +721,29 @@ def test_a_text_that_does_not_match_its_sha256_is_reported() -> None:
     assert assembler.mismatches[0].startswith("section 'a': assembled 11 chars with sha256 ")
 
 
-def test_a_section_begun_before_the_resume_cursor_is_appended_unverified() -> None:
+def test_only_what_follows_the_cursor_is_written_but_everything_is_verified() -> None:
+    # The output already holds the run up to seq 5 ("Whole"): the rest is appended, and the
+    # whole section is still checked against its hash because the run is read from seq 1.
     sink = io.StringIO()
-    assembler = MarkdownAssembler(sink, title=None, streaming=False)
-    for frame in retried_run()[5:]:
+    assembler = MarkdownAssembler(sink, title=None, streaming=False, already_through=5)
+    for frame in retried_run():
         assembler.feed(frame)
     assert sink.getvalue() == " text.\n"
-    assert assembler.unverified == ["a"] and assembler.mismatches == []
+    assert assembler.mismatches == [] and assembler.titles == {"a": "Alpha"}
+    corrupted = retried_run()
+    corrupted[4] = {**corrupted[4], "delta": "Hole"}
+    checking = MarkdownAssembler(io.StringIO(), title=None, streaming=False, already_through=5)
+    for frame in corrupted:
+        checking.feed(frame)
+    assert len(checking.mismatches) == 1
+
+
+def test_a_retry_after_the_cursor_of_a_section_begun_before_it_restarts_it_below_a_notice() -> None:
+    sink = io.StringIO()
+    assembler = MarkdownAssembler(sink, title=None, streaming=False, already_through=3)
+    for frame in retried_run():
+        assembler.feed(frame)
+    assert sink.getvalue() == f"{restart_notice(2)}\n## Alpha\n\nWhole text.\n"
 
 
 def test_the_report_has_one_row_per_section_and_the_run_status() -> None:

@@ -1,7 +1,10 @@
 """Structured logs shared by the services: one JSON object per line on stderr, carrying the
 trace id, run id and other fields bound to the current task (`bind_log_context`).
 
-Level from `DOCGEN_LOG_LEVEL` (default INFO). Prompt text and tokens are never logged at
+Level from `DOCGEN_LOG_LEVEL` (default INFO). Format from `DOCGEN_LOG_FORMAT`: `json`, or
+`text` (one short human-readable line per event, for a terminal); by default `text` when
+stderr is a terminal and `json` otherwise (`make run` asks its children for `text` when it
+runs in a terminal). Prompt text and tokens are never logged at
 INFO; user ids only as a short hash (`hash_user`)."""
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from types import MappingProxyType
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+from services.common.env import ConfigError
 
 # Never mutated in place: every change sets a new mapping, so tasks never share one.
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -73,10 +78,61 @@ def json_handler(service: str, stream: Any = None) -> logging.Handler:
     return handler
 
 
+# Fields every record has; whatever else a record carries was bound or passed in `extra`.
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "service",
+    "taskName",
+}
+# Correlation ids for machines; a person reading a terminal follows the run id instead.
+_TEXT_HIDDEN = frozenset({"trace_id", "span_id", "user", "otelTraceID", "otelSpanID"})
+
+
+class TextFormatter(logging.Formatter):
+    """`12:03:04 section ended · run_id=run_Qe… section_id=intro finish_reason=stop`: the
+    time, the level unless INFO, the message, then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        time_ = self.formatTime(record, "%H:%M:%S")
+        level = "" if record.levelno == logging.INFO else f"{record.levelname} "
+        fields = " ".join(
+            f"{key}={value}"
+            for key, value in vars(record).items()
+            if key not in _RECORD_FIELDS and key not in _TEXT_HIDDEN and value is not None
+        )
+        line = f"{time_} {level}{record.getMessage()}" + (f" · {fields}" if fields else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def text_handler(service: str, stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(TextFormatter())
+    handler.addFilter(_ContextFilter(service))
+    return handler
+
+
+def log_format(stream: Any = None) -> str:
+    """`json` or `text`: `DOCGEN_LOG_FORMAT` when set, else text only on a terminal."""
+    chosen = os.environ.get("DOCGEN_LOG_FORMAT", "").strip().lower()
+    if chosen in ("json", "text"):
+        return chosen
+    if chosen:
+        raise ConfigError(f"DOCGEN_LOG_FORMAT={chosen!r}: expected 'json' or 'text'")
+    stream = stream or sys.stderr
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):
+        return "json"
+
+
 def configure_logging(service: str) -> None:
     level = os.environ.get("DOCGEN_LOG_LEVEL", "INFO").upper()
     root = logging.getLogger()
-    root.handlers[:] = [json_handler(service)]
+    handler = text_handler if log_format() == "text" else json_handler
+    root.handlers[:] = [handler(service)]
     root.setLevel(level)
     # httpx logs every request line at INFO, which is noise per section.
     for noisy in ("httpx", "httpx2", "openai"):
