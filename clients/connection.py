@@ -10,8 +10,8 @@ import aiohttp
 from yarl import URL
 
 from clients.errors import AuthRefused, EdgeUnreachable, UsageError
+from services.common.defaults import SUBPROTOCOL
 
-SUBPROTOCOL = "docgen.v1"
 BEARER_PREFIX = "bearer."
 CONNECT_TIMEOUT_S = 10.0
 # Our side of the keep-alive: a link that died silently is noticed within ~1.5x this.

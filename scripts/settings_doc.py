@@ -10,6 +10,8 @@ import re
 import sys
 from pathlib import Path
 
+from services.common import defaults
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "operations.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
@@ -33,11 +35,21 @@ def settings_rows() -> list[tuple[str, str, str, str]]:
                 names = ENV.findall(text)
                 if not names:
                     continue
-                default = ast.unparse(field.value) if field.value is not None else ""
+                default = _default_text(field.value)
                 meaning = re.sub(r"\s*\(`DOCGEN_[A-Z0-9_]+`\)", "", text).replace("|", "\\|")
                 service = path.relative_to(ROOT / "services").parts[0].removesuffix(".py")
                 rows.append((names[0], f"`{default}`", service, meaning))
     return rows
+
+
+def _default_text(value: ast.expr | None) -> str:
+    """The default as source text; a name of services/common/defaults.py as its value, which
+    is what an operator wants to read."""
+    if value is None:
+        return ""
+    if isinstance(value, ast.Name) and value.id.isupper() and hasattr(defaults, value.id):
+        return repr(getattr(defaults, value.id))
+    return ast.unparse(value)
 
 
 def render() -> str:

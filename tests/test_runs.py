@@ -9,12 +9,9 @@ from typing import Any
 import pytest
 from docgen.v1 import outline_pb2
 
-from services.generator.runs import (
-    MAX_SECTIONS,
-    InvalidOutline,
-    RunRegistry,
-    validate_outline,
-)
+from services.generator.errors import InvalidOutline
+from services.generator.outline import MAX_SECTIONS, validate_outline
+from services.generator.runs import RunRegistry
 from services.generator.settings import GeneratorSettings
 
 

@@ -10,18 +10,18 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
+from services.common.defaults import JWT_AUDIENCE, SUBPROTOCOL
 from services.edge.jwks import ALGORITHMS as JWKS_ALGORITHMS
 from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
-from services.edge.settings import DEV_JWT_SECRET
+from services.edge.settings import DEV_JWT_SECRET, dev_token_signing
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOL = "docgen.v1"
 BEARER_PREFIX = "bearer."
 # Fixed allowlist, never taken from the token header (RFC 8725 §3.1): the header's `alg` only
 # says which configured key to try, and jwt.decode then accepts that key's one algorithm.
@@ -51,6 +51,11 @@ class Principal:
     user_id: str
     expires_at: float
     """Unix seconds; the socket is closed with 4500 when it passes."""
+    issuer: str | None = None
+    """The token's `iss` claim, if any: a `refresh` token must come from the same issuer."""
+    token: str = field(default="", repr=False, compare=False)
+    """The verified JWT itself, forwarded to the planner when a run starts from a plan
+    (docs/planner.md); kept out of `repr` so no log line can carry it."""
 
 
 def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:
@@ -169,7 +174,13 @@ class TokenVerifier:
         if not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
             raise AuthError(401, "invalid_token", "the token's 'exp' must be a number")
         # A far-future exp must not overflow the float the socket's expiry timer needs.
-        return Principal(user_id=subject, expires_at=float(min(expires_at, 2**53)))
+        issuer = claims.get("iss")
+        return Principal(
+            user_id=subject,
+            expires_at=float(min(expires_at, 2**53)),
+            issuer=issuer if isinstance(issuer, str) else None,
+            token=token,
+        )
 
     async def _jwks_key(self, token: str, header: dict[str, Any]) -> tuple[jwt.PyJWK, str | None]:
         """The key that may verify this token: from the JWKS of its (claimed) issuer, by kid.
@@ -225,7 +236,7 @@ class TokenVerifier:
 
 
 def mint_dev_token(
-    sub: str, *, secret: str = DEV_JWT_SECRET, audience: str = "docgen", ttl_s: int = 12 * 3600
+    sub: str, *, secret: str = DEV_JWT_SECRET, audience: str = JWT_AUDIENCE, ttl_s: int = 12 * 3600
 ) -> str:
     now = int(time.time())
     return jwt.encode(
@@ -233,9 +244,13 @@ def mint_dev_token(
     )
 
 
-def main() -> None:
-    import os
+def dev_token(sub: str, *, ttl_s: int = 12 * 3600) -> str:
+    """A token for `sub` that this deployment's edge accepts with HS256 (`dev_token_signing`)."""
+    secret, audience = dev_token_signing()
+    return mint_dev_token(sub, secret=secret, audience=audience, ttl_s=ttl_s)
 
+
+def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.edge.auth")
     commands = parser.add_subparsers(dest="command", required=True)
     mint = commands.add_parser(
@@ -244,9 +259,7 @@ def main() -> None:
     mint.add_argument("--sub", default="dev", help="the user id (JWT sub)")
     mint.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
     args = parser.parse_args()
-    secret = os.environ.get("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
-    audience = os.environ.get("DOCGEN_JWT_AUDIENCE") or "docgen"
-    print(mint_dev_token(args.sub, secret=secret, audience=audience, ttl_s=args.ttl))
+    print(dev_token(args.sub, ttl_s=args.ttl))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from services.common.defaults import EDGE_HOST, EDGE_PORT, GENERATOR_ADDR, JWT_AUDIENCE
 from services.common.env import (
     ConfigError,
     env_bool,
@@ -25,11 +26,11 @@ MIN_SECRET_BYTES = 32
 
 @dataclass(frozen=True)
 class EdgeSettings:
-    host: str = "127.0.0.1"
+    host: str = EDGE_HOST
     """Listen host (`DOCGEN_EDGE_HOST`)."""
-    port: int = 8080
+    port: int = EDGE_PORT
     """Listen port (`DOCGEN_EDGE_PORT`)."""
-    generator_addr: str = "127.0.0.1:50051"
+    generator_addr: str = GENERATOR_ADDR
     """Generator to dial (`DOCGEN_GENERATOR_ADDR`)."""
     jwt_secret: str | None = DEV_JWT_SECRET
     """HS256 key (`DOCGEN_JWT_SECRET`), at least 32 bytes unless `DOCGEN_DEV_MODE=1`. Unset:
@@ -49,7 +50,7 @@ class EdgeSettings:
     forged kids cannot hammer the identity provider (`DOCGEN_JWT_JWKS_MIN_REFRESH_S`)."""
     jwks_timeout_s: float = 5.0
     """Timeout of one JWKS fetch (`DOCGEN_JWT_JWKS_TIMEOUT_S`)."""
-    jwt_audience: str = "docgen"
+    jwt_audience: str = JWT_AUDIENCE
     """Required `aud` (`DOCGEN_JWT_AUDIENCE`)."""
     jwt_issuer: str | None = None
     """Required `iss` when set (`DOCGEN_JWT_ISSUER`)."""
@@ -93,6 +94,13 @@ class EdgeSettings:
     max_header_bytes: int = 8190
     """Longest HTTP request line and header field; longer ones are answered 400 by aiohttp
     before any handler runs (`DOCGEN_HTTP_MAX_HEADER_BYTES`)."""
+    metrics_port: int = 9100
+    """Prometheus /metrics port, 0 to disable (`DOCGEN_EDGE_METRICS_PORT`). Its own port, like
+    the generator's 9101 and the summary's 9102: the public port (the one the Ingress routes)
+    answers /metrics with 404."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the /metrics port (`DOCGEN_EDGE_METRICS_HOST`); loopback by default. In a
+    pod, the pod's address (`0.0.0.0`) lets Prometheus in; no Service or Ingress routes it."""
     access_log: bool = False
     """One redacted line per HTTP request (path without query, status, time): never a
     header, query string or token (`DOCGEN_EDGE_ACCESS_LOG`)."""
@@ -181,6 +189,8 @@ class EdgeSettings:
             max_header_bytes=env_int(
                 "DOCGEN_HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024
             ),
+            metrics_port=env_int("DOCGEN_EDGE_METRICS_PORT", cls.metrics_port, minimum=0),
+            metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),
             access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
             grpc_tls=GrpcTls.from_env(),
         )
@@ -208,3 +218,11 @@ def _jwks_urls(issuer: str | None) -> tuple[tuple[str | None, str], ...]:
     if len({name for name, _ in parsed}) != len(parsed):
         raise ConfigError("DOCGEN_JWT_JWKS_URLS names an issuer twice")
     return tuple(parsed)
+
+
+def dev_token_signing() -> tuple[str, str]:
+    """The HS256 secret and audience that development tokens (`make token`, the CLI, the
+    `make run` banner) are signed with, read as the edge reads them: `DOCGEN_JWT_SECRET`, else
+    the public dev secret; `DOCGEN_JWT_AUDIENCE`."""
+    secret = env_opt("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
+    return secret, env_str("DOCGEN_JWT_AUDIENCE", EdgeSettings.jwt_audience)

@@ -40,8 +40,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from services.generator.errors import CursorOutOfRange, RunLogUnavailable, RunLost
 from services.generator.resume import resume_point
-from services.generator.runlog import CursorOutOfRange, RunEventLog, RunLogUnavailable, RunLost
+from services.generator.runlog import RunEventLog
 from services.generator.runstore import AdoptedRun, RunOwner, StoredRun
 
 log = logging.getLogger(__name__)

@@ -14,23 +14,7 @@ from typing import Any, Protocol
 
 from docgen.v1 import events_pb2
 
-
-class CursorOutOfRange(Exception):
-    """The caller asked for events after a `seq` the log has not reached."""
-
-    def __init__(self, *, after_seq: int, last_seq: int) -> None:
-        super().__init__(f"after_seq={after_seq} is past the last event (seq={last_seq})")
-        self.after_seq = after_seq
-        self.last_seq = last_seq
-
-
-class RunLogUnavailable(Exception):
-    """The shared store of run logs could not be reached in time (retryable)."""
-
-
-class RunLost(Exception):
-    """The run's log vanished from the shared store while it was followed (it expired, or the
-    store restarted without its data)."""
+from services.generator.errors import CursorOutOfRange
 
 
 class RunEventLog(Protocol):

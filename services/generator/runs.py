@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import re
 import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -19,98 +18,16 @@ from docgen.v1 import outline_pb2
 from services.common import metrics
 from services.common.logs import hash_user, set_log_context
 from services.common.tracing import new_trace_id
+from services.generator.errors import RunLogUnavailable, RunNotFound, TooManyRuns
 from services.generator.execution import RunExecution, SummaryUpdater
+from services.generator.outline import validate_outline
 from services.generator.resume import ResumePoint
-from services.generator.runlog import RunEventLog, RunLogUnavailable
+from services.generator.runlog import RunEventLog
 from services.generator.runstore import AdoptedRun, MemoryRunStore, RunStore
 from services.generator.section_writer import SectionWriter
 from services.generator.settings import GeneratorSettings
 
 log = logging.getLogger(__name__)
-
-MAX_TARGET_TOKENS = 4096
-# The edge's JSON Schema (schemas/client/generate.json) has the same limits; gRPC callers do
-# not pass through it, so they are checked here too.
-MAX_SECTIONS = 64
-MAX_DOCUMENT_ID_CHARS = 128
-MAX_SECTION_ID_CHARS = 64
-MAX_TITLE_CHARS = 300
-MAX_BRIEF_CHARS = 4000
-MAX_OUTLINE_TOKENS = 32_768
-# C0 controls, DEL, C1 controls: invisible, and able to reshape a prompt or a terminal; no
-# outline needs them. A brief may hold tabs and newlines; ids and titles are single-line.
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-CONTROL_CHARACTER_BUT_TAB_NEWLINE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class RunNotFound(Exception):
-    """Unknown, expired, or another user's run: deliberately indistinguishable."""
-
-
-class TooManyRuns(Exception):
-    """The user already has the maximum number of unfinished runs."""
-
-
-class InvalidOutline(ValueError):
-    """The outline cannot be written; the message lists every problem."""
-
-
-def _text_problem(where: str, text: str, max_chars: int, multiline: bool = False) -> str | None:
-    if len(text) > max_chars:
-        return f"{where} is longer than {max_chars} characters"
-    control = (CONTROL_CHARACTER_BUT_TAB_NEWLINE if multiline else CONTROL_CHARACTER).search(text)
-    if control is not None:
-        return f"{where} contains the control character U+{ord(control.group()):04X}"
-    return None
-
-
-def validate_outline(
-    outline: outline_pb2.Outline, *, max_total_tokens: int = MAX_OUTLINE_TOKENS
-) -> None:
-    problems: list[str] = []
-    if not outline.title.strip():
-        problems.append("title is empty")
-    if not outline.sections:
-        problems.append("sections is empty: an outline needs at least one section")
-    if len(outline.sections) > MAX_SECTIONS:
-        problems.append(f"sections has {len(outline.sections)} entries, more than {MAX_SECTIONS}")
-        raise InvalidOutline("; ".join(problems))  # not worth listing each one's problems
-    texts = [
-        ("document_id", outline.document_id, MAX_DOCUMENT_ID_CHARS, False),
-        ("title", outline.title, MAX_TITLE_CHARS, False),
-    ]
-    for index, section in enumerate(outline.sections):
-        texts += [
-            (f"sections[{index}].id", section.id, MAX_SECTION_ID_CHARS, False),
-            (f"sections[{index}].title", section.title, MAX_TITLE_CHARS, False),
-            (f"sections[{index}].brief", section.brief, MAX_BRIEF_CHARS, True),
-        ]
-    problems += [
-        problem
-        for where, text, limit, multiline in texts
-        if (problem := _text_problem(where, text, limit, multiline))
-    ]
-    total_tokens = sum(section.target_tokens for section in outline.sections)
-    if total_tokens > max_total_tokens:
-        problems.append(
-            f"the sections' target_tokens add up to {total_tokens}, more than {max_total_tokens}"
-        )
-    seen: set[str] = set()
-    for index, section in enumerate(outline.sections):
-        where = f"sections[{index}]"
-        if not section.id:
-            problems.append(f"{where}.id is empty")
-        elif section.id in seen:
-            problems.append(f"{where}.id {section.id!r} is used by an earlier section")
-        seen.add(section.id)
-        if not section.title.strip():
-            problems.append(f"{where}.title is empty")
-        if not 1 <= section.target_tokens <= MAX_TARGET_TOKENS:
-            problems.append(
-                f"{where}.target_tokens must be 1..{MAX_TARGET_TOKENS}, got {section.target_tokens}"
-            )
-    if problems:
-        raise InvalidOutline("; ".join(problems))
 
 
 @dataclass(eq=False)

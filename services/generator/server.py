@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator
+from typing import NoReturn
 
 import grpc
 import openai
@@ -18,22 +19,21 @@ from services.common.grpc_server import add_health_and_reflection, add_port, set
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
+from services.generator.errors import (
+    CursorOutOfRange,
+    GeneratorError,
+    InvalidRequest,
+    RunNotFound,
+    grpc_status_name,
+)
+from services.generator.outline import MAX_SECTIONS, MAX_TARGET_TOKENS
 from services.generator.run_directory import (
     DirectoryEntry,
     RunDirectory,
     describe,
     now_unix_ms,
 )
-from services.generator.runlog import CursorOutOfRange, RunLogUnavailable, RunLost
-from services.generator.runs import (
-    MAX_SECTIONS,
-    MAX_TARGET_TOKENS,
-    InvalidOutline,
-    Run,
-    RunNotFound,
-    RunRegistry,
-    TooManyRuns,
-)
+from services.generator.runs import Run, RunRegistry
 from services.generator.runstore import open_run_store
 from services.generator.section_writer import RetryPolicy, SectionWriter
 from services.generator.settings import GeneratorSettings
@@ -42,6 +42,12 @@ from services.generator.summary_client import GrpcSummaryUpdater
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].full_name
+
+
+async def abort(context: grpc.aio.ServicerContext, error: GeneratorError) -> NoReturn:
+    """Ends the call with `error`'s status (the one table: `errors.GRPC_STATUS`)."""
+    await context.abort(grpc.StatusCode[grpc_status_name(error)], str(error))
+    raise AssertionError("unreachable: abort raises")
 
 
 class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
@@ -58,7 +64,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.StartRunResponse]:
         if not request.user_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+            await abort(context, InvalidRequest("user_id is required"))
         # Idempotent by request id: a caller that lost the stream before `RunStarted` sends
         # the same request again and gets the same run, replayed from seq 1.
         async with self._directory.starting(request.user_id, request.request_id):
@@ -80,12 +86,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                             started_at_unix_ms=now_unix_ms(),
                         ),
                     )
-            except InvalidOutline as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-            except TooManyRuns as error:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error))
-            except RunLogUnavailable as error:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            except GeneratorError as error:
+                await abort(context, error)
         async for event in self._follow(run, 0, context):
             yield generator_pb2.StartRunResponse(event=event)
 
@@ -96,14 +98,11 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             run = await self._registry.find(request.run_id, user_id=request.user_id)
             # First what the run is now, so "already ended" is an answer, not an empty stream.
             info = await describe(run, self._entry(request.user_id, run.run_id))
-        except RunNotFound as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        except RunLogUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except GeneratorError as error:
+            await abort(context, error)
         if request.after_seq > info.last_seq:
-            await context.abort(
-                grpc.StatusCode.OUT_OF_RANGE,
-                f"after_seq={request.after_seq} is past the last event (seq={info.last_seq})",
+            await abort(
+                context, CursorOutOfRange(after_seq=request.after_seq, last_seq=info.last_seq)
             )
         yield generator_pb2.AttachRunResponse(run=info)
         if info.status != events_pb2.RUN_STATUS_RUNNING and request.after_seq >= info.last_seq:
@@ -118,17 +117,15 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             run = await self._registry.find(request.run_id, user_id=request.user_id)
             info = await describe(run, self._entry(request.user_id, run.run_id))
             already_ended = await self._registry.cancel(request.run_id, user_id=request.user_id)
-        except RunNotFound as error:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-        except RunLogUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except GeneratorError as error:
+            await abort(context, error)
         return generator_pb2.CancelRunResponse(already_ended=already_ended, status=info.status)
 
     async def ListRuns(
         self, request: generator_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.ListRunsResponse:
         if not request.user_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "user_id is required")
+            await abort(context, InvalidRequest("user_id is required"))
         runs = []
         try:
             for entry in self._directory.entries(request.user_id):
@@ -138,8 +135,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     self._directory.forget(request.user_id, entry.run_id)  # expired
                     continue
                 runs.append(await describe(run, entry))
-        except RunLogUnavailable as error:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        except GeneratorError as error:
+            await abort(context, error)
         return generator_pb2.ListRunsResponse(runs=runs)
 
     async def GetLimits(
@@ -168,12 +165,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             try:
                 async for event in run.log.follow(after_seq):
                     yield event
-            except CursorOutOfRange as error:
-                await context.abort(grpc.StatusCode.OUT_OF_RANGE, str(error))
-            except RunLost as error:
-                await context.abort(grpc.StatusCode.NOT_FOUND, str(error))
-            except RunLogUnavailable as error:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+            except GeneratorError as error:
+                await abort(context, error)
 
 
 class GeneratorServer:

@@ -6,24 +6,28 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from services.common.defaults import (
+    BUNDLED_LLM_BASE_URL,
+    BUNDLED_LLM_MODEL,
+    GENERATOR_ADDR,
+    LLM_API_KEY_PLACEHOLDER,
+    SUMMARY_ADDR,
+)
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
 from services.common.grpc_tls import GrpcTls
-
-BUNDLED_LLM_BASE_URL = "http://127.0.0.1:8081/v1"
-BUNDLED_LLM_MODEL = "SmolLM2-135M-Instruct"
 
 
 @dataclass(frozen=True)
 class GeneratorSettings:
-    addr: str = "127.0.0.1:50051"
+    addr: str = GENERATOR_ADDR
     """Where the gRPC server listens (`DOCGEN_GENERATOR_ADDR`)."""
-    summary_addr: str = "127.0.0.1:50052"
+    summary_addr: str = SUMMARY_ADDR
     """Summary service to dial (`DOCGEN_SUMMARY_ADDR`)."""
     llm_base_url: str = BUNDLED_LLM_BASE_URL
     """OpenAI-compatible endpoint (`DOCGEN_LLM_BASE_URL`)."""
     llm_model: str = BUNDLED_LLM_MODEL
     """Model name sent to the endpoint (`DOCGEN_LLM_MODEL`)."""
-    llm_api_key: str = "sk-no-key-needed"
+    llm_api_key: str = LLM_API_KEY_PLACEHOLDER
     """`DOCGEN_LLM_API_KEY`, else `OPENAI_API_KEY`, else a placeholder local servers ignore."""
     llm_temperature: float = 0.7
     """Sampling temperature (`DOCGEN_LLM_TEMPERATURE`)."""
@@ -41,6 +45,11 @@ class GeneratorSettings:
     (`DOCGEN_LLM_STALL_TIMEOUT_S`)."""
     section_attempts: int = 3
     """Attempts per section when the stream breaks mid-way (`DOCGEN_SECTION_ATTEMPTS`)."""
+    section_headroom: float = 1.5
+    """The LLM's `max_tokens` for a section is this times its `target_tokens`, rounded up
+    (`DOCGEN_SECTION_HEADROOM`, at least 1): the stream is ended at the first sentence end
+    past the target, and this is the hard cap (`finish_reason: length`) for a model that
+    writes a sentence without end."""
     summary_deadline_s: float = 2.0
     """Deadline of the fast summary update (`DOCGEN_SUMMARY_DEADLINE_S`)."""
     summary_refine_deadline_s: float = 20.0
@@ -121,6 +130,9 @@ class GeneratorSettings:
                 "DOCGEN_LLM_STALL_TIMEOUT_S", cls.llm_stall_timeout_s, minimum=0.05
             ),
             section_attempts=env_int("DOCGEN_SECTION_ATTEMPTS", cls.section_attempts, minimum=1),
+            section_headroom=env_float(
+                "DOCGEN_SECTION_HEADROOM", cls.section_headroom, minimum=1.0
+            ),
             summary_deadline_s=env_float(
                 "DOCGEN_SUMMARY_DEADLINE_S", cls.summary_deadline_s, minimum=0.01
             ),

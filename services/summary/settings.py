@@ -5,9 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from services.common.defaults import (
+    BUNDLED_LLM_BASE_URL,
+    BUNDLED_LLM_MODEL,
+    LLM_API_KEY_PLACEHOLDER,
+    SUMMARY_ADDR,
+)
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
 from services.common.grpc_tls import GrpcTls
-from services.generator.settings import BUNDLED_LLM_BASE_URL, BUNDLED_LLM_MODEL
 
 SummaryMode = Literal["extractive", "llm"]
 SUMMARY_MODES: tuple[SummaryMode, ...] = ("extractive", "llm")
@@ -15,7 +20,7 @@ SUMMARY_MODES: tuple[SummaryMode, ...] = ("extractive", "llm")
 
 @dataclass(frozen=True)
 class SummarySettings:
-    addr: str = "127.0.0.1:50052"
+    addr: str = SUMMARY_ADDR
     """Where the gRPC server listens (`DOCGEN_SUMMARY_ADDR`)."""
     budget_words: int = 250
     """Length budget of the global summary in words (`DOCGEN_SUMMARY_BUDGET_WORDS`)."""
@@ -35,7 +40,7 @@ class SummarySettings:
     `DOCGEN_LLM_BASE_URL`, else the bundled local server). Only used in `llm` mode."""
     llm_model: str = BUNDLED_LLM_MODEL
     """Model of the refinement (`DOCGEN_SUMMARY_LLM_MODEL`, else `DOCGEN_LLM_MODEL`)."""
-    llm_api_key: str = "sk-no-key-needed"
+    llm_api_key: str = LLM_API_KEY_PLACEHOLDER
     """`DOCGEN_SUMMARY_LLM_API_KEY`, else `DOCGEN_LLM_API_KEY`, else `OPENAI_API_KEY`, else a
     placeholder local servers ignore."""
     llm_deadline_s: float = 15.0

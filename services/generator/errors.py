@@ -1,0 +1,81 @@
+"""Every error a generator RPC answers with, and the one table from each to its gRPC status.
+
+Exceptions (`str(error)` is safe to show to the caller; the gRPC status is in brackets):
+
+    GeneratorError          [INTERNAL]            base
+    ├── InvalidRequest      [INVALID_ARGUMENT]    a required field is missing
+    │   └── InvalidOutline  [INVALID_ARGUMENT]    the outline cannot be written (every problem)
+    ├── RunNotFound         [NOT_FOUND]           unknown, expired, or another user's run
+    ├── RunLost             [NOT_FOUND]           the run vanished from the shared store
+    ├── CursorOutOfRange    [OUT_OF_RANGE]        `after_seq` is past the run's last event
+    ├── TooManyRuns         [RESOURCE_EXHAUSTED]  the user's or this generator's run limit
+    └── RunLogUnavailable   [UNAVAILABLE]         the shared run store is unreachable (retry)
+
+Errors inside a run (the LLM's, the summary's) are not here: they become the run's `error`
+events (`section_writer.py`, `execution.py`). The edge reads these statuses back into protocol
+error codes in one place, `services/edge/generator_client.py`.
+
+Plain Python on purpose: the run log and the registry raise these without importing grpc;
+`GRPC_STATUS` names `grpc.StatusCode` members and `server.py` is the only reader.
+"""
+
+from __future__ import annotations
+
+
+class GeneratorError(Exception):
+    """Base of the errors a generator RPC answers with."""
+
+
+class InvalidRequest(GeneratorError):
+    """The request misses a required field or holds an unusable value."""
+
+
+class InvalidOutline(InvalidRequest):
+    """The outline cannot be written; the message lists every problem."""
+
+
+class RunNotFound(GeneratorError):
+    """Unknown, expired, or another user's run: deliberately indistinguishable."""
+
+
+class RunLost(GeneratorError):
+    """The run's log vanished from the shared store while it was followed (it expired, or the
+    store restarted without its data)."""
+
+
+class CursorOutOfRange(GeneratorError):
+    """The caller asked for events after a `seq` the log has not reached."""
+
+    def __init__(self, *, after_seq: int, last_seq: int) -> None:
+        super().__init__(f"after_seq={after_seq} is past the last event (seq={last_seq})")
+        self.after_seq = after_seq
+        self.last_seq = last_seq
+
+
+class TooManyRuns(GeneratorError):
+    """The user (or this generator) already has the maximum number of unfinished runs."""
+
+
+class RunLogUnavailable(GeneratorError):
+    """The shared store of run logs could not be reached in time (retryable)."""
+
+
+GRPC_STATUS: dict[type[GeneratorError], str] = {
+    GeneratorError: "INTERNAL",
+    InvalidRequest: "INVALID_ARGUMENT",
+    RunNotFound: "NOT_FOUND",
+    RunLost: "NOT_FOUND",
+    CursorOutOfRange: "OUT_OF_RANGE",
+    TooManyRuns: "RESOURCE_EXHAUSTED",
+    RunLogUnavailable: "UNAVAILABLE",
+}
+"""The name of the `grpc.StatusCode` each error is answered with; a subclass without an entry
+answers with its nearest base's."""
+
+
+def grpc_status_name(error: GeneratorError) -> str:
+    """The name of the gRPC status `error` is answered with."""
+    for cls in type(error).__mro__:
+        if cls in GRPC_STATUS:
+            return GRPC_STATUS[cls]
+    return GRPC_STATUS[GeneratorError]
