@@ -253,6 +253,8 @@ def edge_env(port: int, generator_addr: str) -> dict[str, str]:
         # The bench opens thousands of sockets from one IP, each user its own `sub`.
         "DOCGEN_WS_MAX_SOCKETS_PER_IP": "0",
         "DOCGEN_WS_MAX_SOCKETS_PER_USER": "0",
+        # Several bench edges run at once: none takes the default metrics port 9100.
+        "DOCGEN_EDGE_METRICS_PORT": "0",
     }
 
 

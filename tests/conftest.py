@@ -11,6 +11,7 @@ from tests.support.stack import Stack, start_stack
 # Service processes started by tests must not fight over the default metrics ports.
 os.environ.setdefault("DOCGEN_GENERATOR_METRICS_PORT", "0")
 os.environ.setdefault("DOCGEN_SUMMARY_METRICS_PORT", "0")
+os.environ.setdefault("DOCGEN_EDGE_METRICS_PORT", "0")
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,9 @@ SETTLE_S = 2.0
 
 
 async def open_sockets_metric(port: int) -> float | None:
-    """The edge's own count of open sockets (`docgen_ws_open_sockets`), as a cross-check."""
+    """The edge's own count of open sockets (`docgen_ws_open_sockets`), as a cross-check.
+    None since the edge serves /metrics only on its own port (issue 18; bench edges run with
+    DOCGEN_EDGE_METRICS_PORT=0); the public port answers 404."""
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         async with (
             aiohttp.ClientSession() as session,

@@ -171,11 +171,6 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    body, content_type = metrics.render_latest()
-    return web.Response(body=body, headers={"Content-Type": content_type})
-
-
 async def readyz(request: web.Request) -> web.Response:
     if request.app[SHUTTING_DOWN][0]:
         return web.json_response({"status": "shutting_down"}, status=503)
@@ -257,6 +252,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/v1/ws", websocket_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    # No /metrics here: the public port is what the Ingress routes. Metrics have their own
+    # loopback port (`DOCGEN_EDGE_METRICS_PORT`, services/edge/__main__.py).
     app.router.add_static("/static/", STATIC_DIR)
     return app
