@@ -198,8 +198,6 @@ class EdgeSettings:
             ),
             metrics_port=env_int("DOCGEN_EDGE_METRICS_PORT", cls.metrics_port, minimum=0),
             metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),
-            metrics_port=env_int("DOCGEN_EDGE_METRICS_PORT", cls.metrics_port, minimum=0),
-            metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),
             access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
             grpc_tls=GrpcTls.from_env(),
         )
