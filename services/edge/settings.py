@@ -101,13 +101,6 @@ class EdgeSettings:
     metrics_host: str = "127.0.0.1"
     """Address of the /metrics port (`DOCGEN_EDGE_METRICS_HOST`); loopback by default. In a
     pod, the pod's address (`0.0.0.0`) lets Prometheus in; no Service or Ingress routes it."""
-    metrics_port: int = 9100
-    """Prometheus /metrics port, 0 to disable (`DOCGEN_EDGE_METRICS_PORT`). Its own port, like
-    the generator's 9101 and the summary's 9102: the public port (the one the Ingress routes)
-    answers /metrics with 404."""
-    metrics_host: str = "127.0.0.1"
-    """Address of the /metrics port (`DOCGEN_EDGE_METRICS_HOST`); loopback by default. In a
-    pod, the pod's address (`0.0.0.0`) lets Prometheus in; no Service or Ingress routes it."""
     access_log: bool = False
     """One redacted line per HTTP request (path without query, status, time): never a
     header, query string or token (`DOCGEN_EDGE_ACCESS_LOG`)."""
