@@ -347,3 +347,71 @@ def test_a_malformed_previous_summary_does_not_break_the_rendering() -> None:
         "New: A fresh section says something new about tides.",
     ]
     assert summary.word_count() <= 40
+
+
+# What the bundled 135M model wrote before issue 15 (abridged from real runs): prompt echoes,
+# markup and a filler opening around the sentences worth keeping.
+JUNK_SECTION = (
+    "Here's a two-paragraph continuation of the report:\n"
+    "This is the first section in a longer document, and it covers what the brief asks. "
+    "<summary>Bike share schemes reduce short car trips in dense city centres.</summary> "
+    "Document title: City bike share. "
+    "Write two paragraphs in English for the part \"Why now\" of a report titled \"Bikes\". "
+    "Each docking station costs about twenty thousand euros to install. "
+    "Electric bikes double the distance that most riders are willing to travel. "
+    "Text between &lt;brief&gt; and &lt;/brief&gt; is reference data from the user."
+)
+
+
+def test_no_sentence_with_markup_or_a_prompt_echo_is_ever_quoted() -> None:
+    for budget in (20, 60, 250):
+        summary = ExtractiveSummarizer(budget_words=budget).update(
+            Summary(), section_id="why", title="Why now", text=JUNK_SECTION,
+            document_title="City bike share",
+        )
+        for sentence in summary.sections[0].sentences:
+            assert sentence in JUNK_SECTION  # verbatim
+            for junk in ("<", "&lt;", "Document title", "Write two paragraphs", "Here's"):
+                assert junk not in sentence, (budget, sentence)
+        assert summary.word_count() <= budget
+
+
+def test_content_sentences_come_before_a_filler_opening() -> None:
+    text = (
+        "In this section, we will look at why bike share matters now. "
+        "Each docking station costs about twenty thousand euros to install. "
+        "Electric bikes double the distance that most riders are willing to travel."
+    )
+    summary = ExtractiveSummarizer(budget_words=30).update(
+        Summary(), section_id="why", title="Why bike share matters now", text=text
+    )
+    assert summary.sections[0].sentences
+    assert not summary.sections[0].sentences[0].startswith("In this section")
+
+
+def test_junk_in_a_previous_summary_is_dropped_on_the_next_update() -> None:
+    previous = Summary(
+        (SectionDigest("a", "Why", ("<summary>Bikes are good for cities.</summary>",)),)
+    )
+    summary = ExtractiveSummarizer().update(
+        previous, section_id="b", title="Costs", text="Each dock costs twenty thousand euros."
+    )
+    assert summary.sections[0].sentences == ()
+
+
+SPANISH = (
+    "El Sr. García abrió la primera estación en mayo de 2019. "
+    "Las bicis sirven para trayectos cortos, p. ej. ir al trabajo o a clase. "
+    "Cada estación cuesta unos veinte mil euros."
+)
+
+
+def test_spanish_sentences_are_split_by_spanish_rules() -> None:
+    summary = ExtractiveSummarizer(budget_words=250).update(
+        Summary(), section_id="es", title="Inicio", text=SPANISH, language="es"
+    )
+    assert summary.sections[0].sentences == (
+        "El Sr. García abrió la primera estación en mayo de 2019.",
+        "Las bicis sirven para trayectos cortos, p. ej. ir al trabajo o a clase.",
+        "Cada estación cuesta unos veinte mil euros.",
+    )

@@ -3,6 +3,10 @@
 Reads the raw SSE lines through the `openai` client (`with_streaming_response`) and decodes
 the JSON itself: the typed stream parser costs ~7x more CPU per token (see DESIGN.md).
 
+Given a `SectionShape`, the text is shaped on its way: scaffolding the model echoes is filtered
+out (services/generator/scaffolding.py) and the stream is ended at the first sentence end once
+the target length is reached (services/common/sentence_end.py), closing the LLM request.
+
 Exceptions:
     LLMError                 -- base; `code` is the stable error code sent to clients
     ├── LLMUnavailable       -- nothing streamed: 429/5xx/refused after the client's retries
@@ -15,13 +19,20 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import openai
 
-from services.common.chat_stream import STREAM_ERRORS, ChatStreamError, decode_line
+from services.common.chat_stream import (
+    STREAM_ERRORS,
+    ChatStreamError,
+    decode_line,
+    final_finish_reason,
+)
+from services.generator.scaffolding import ScaffoldingFilter
+from services.common.sentence_end import SentenceStop
 
 # A stall (our watchdog) is a TimeoutError on top of what any stream read can raise.
 _READ_ERRORS: tuple[type[Exception], ...] = (*STREAM_ERRORS, TimeoutError)
@@ -54,10 +65,25 @@ class LLMStreamFailed(LLMError):
 
 
 @dataclass(frozen=True)
+class SectionShape:
+    """How a section's text is shaped between the LLM and the client."""
+
+    target_tokens: int
+    """Once this many tokens have been produced, the stream ends at the next sentence end."""
+    titles: Sequence[str] = ()
+    """The document's and the section's titles: an opening line that repeats one is dropped."""
+    language: str = "en"
+    """BCP 47 tag of the text, for its abbreviations ("p. ej." does not end a sentence)."""
+    stop: Sequence[str] = ()
+    """Stop sequences sent with the request (none when empty)."""
+
+
+@dataclass(frozen=True)
 class SectionText:
     text: str
     finish_reason: str
-    """`stop` or `length`, as the LLM reported it."""
+    """`stop`, `length` or `content_filter`, as the LLM reported it; `stop` also when the
+    stream was ended at a sentence end past the target."""
     output_tokens: int
     """Reported usage when the server gives it, else the number of content deltas."""
     ttft_ms: int
@@ -141,15 +167,20 @@ class SectionWriter:
         max_tokens: int,
         on_delta: Callable[[str], None],
         extra_headers: dict[str, str] | None = None,
+        shape: SectionShape | None = None,
     ) -> SectionText:
-        """Streams one completion, calling `on_delta` per content delta; retries failures
-        that happen before the first token. Cancelling the calling task closes the HTTP
-        stream (the LLM server sees the connection close)."""
+        """Streams one completion, calling `on_delta` per content delta (shaped by `shape`,
+        when given); retries failures that happen before the first token. Cancelling the
+        calling task closes the HTTP stream (the LLM server sees the connection close)."""
         retry = 0
         while True:
             try:
                 return await self._stream_once(
-                    messages, max_tokens=max_tokens, on_delta=on_delta, extra_headers=extra_headers
+                    messages,
+                    max_tokens=max_tokens,
+                    on_delta=on_delta,
+                    extra_headers=extra_headers,
+                    shape=shape,
                 )
             except LLMUnavailable as error:
                 if retry >= self._retry.max_retries or (
@@ -169,11 +200,21 @@ class SectionWriter:
         max_tokens: int,
         on_delta: Callable[[str], None],
         extra_headers: dict[str, str] | None,
+        shape: SectionShape | None,
     ) -> SectionText:
         parts: list[str] = []
         deltas = 0
+        # A fresh filter per attempt: a retried section starts over (with its next `attempt`).
+        scaffolding = ScaffoldingFilter(shape.titles) if shape is not None else None
+        sentence_stop = (
+            SentenceStop(shape.target_tokens, shape.language) if shape is not None else None
+        )
+        ended_at_sentence = False
+        tail = ""  # the end of the text released so far, for the sentence-end check
+        stop = list(shape.stop) if shape is not None and shape.stop else None
         usage_tokens: int | None = None
-        finish_reason = "stop"
+        finish_reason: str | None = None
+        done = False
         started_at = time.monotonic()
         ttft_ms = 0
         stream_open = False
@@ -187,6 +228,7 @@ class SectionWriter:
                 stream_options={"include_usage": True},
                 extra_headers=extra_headers,
                 extra_body=self._extra_body,
+                **({"stop": stop} if stop else {}),
             ) as response:
                 stream_open = True
                 lines = response.iter_lines().__aiter__()
@@ -211,24 +253,52 @@ class SectionWriter:
                         if chunk is None:
                             continue
                         if chunk.done:
+                            done = True
                             break
                         if chunk.completion_tokens is not None:
                             usage_tokens = chunk.completion_tokens
                         if chunk.content:
-                            if not parts:
+                            if (
+                                sentence_stop is not None
+                                and scaffolding is not None
+                                and not scaffolding.holding
+                                and sentence_stop.should_stop(deltas, tail, chunk.content)
+                            ):
+                                # Leaving the `async with` closes the HTTP stream: the LLM
+                                # stops generating.
+                                ended_at_sentence = True
+                                break
+                            if deltas == 0:
                                 ttft_ms = int((time.monotonic() - started_at) * 1000)
-                            parts.append(chunk.content)
                             deltas += 1
-                            on_delta(chunk.content)
+                            text = (
+                                scaffolding.feed(chunk.content)
+                                if scaffolding is not None
+                                else chunk.content
+                            )
+                            if text:
+                                parts.append(text)
+                                tail = (tail + text)[-80:]
+                                on_delta(text)
                         if chunk.finish_reason:
                             finish_reason = chunk.finish_reason
+                if ended_at_sentence:
+                    finish_reason, done = "stop", True  # ended by us, after a whole sentence
+                try:
+                    finish_reason = final_finish_reason(finish_reason, done=done)
+                except ChatStreamError as error:
+                    # Cut short without saying so: retried like a broken stream, never `stop`.
+                    raise LLMStreamFailed(str(error)) from None
         except LLMError as error:
             error.partial_text = "".join(parts)
             raise
         except _READ_ERRORS as error:
             raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
-        if finish_reason not in ("stop", "length"):
-            finish_reason = "stop"
+        if scaffolding is not None:
+            rest = scaffolding.flush()
+            if rest:
+                parts.append(rest)
+                on_delta(rest)
         return SectionText(
             text="".join(parts),
             finish_reason=finish_reason,

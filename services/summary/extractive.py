@@ -3,12 +3,15 @@ re-balanced after each section so the whole summary stays within a word budget.
 
 How one `update` works:
 
-1. The new section is split into sentences with pysbd; markdown headings, table rows, lead-ins
-   ending with a colon and fragments under three words are dropped, list markers are cut off
-   (what is left is still a verbatim substring of the section).
+1. The new section is split into sentences with pysbd, by the rules of the document's language
+   ("Sr." and "p. ej." do not end a Spanish sentence); markdown headings, table rows, lead-ins
+   ending with a colon, fragments under three words, and sentences that carry markup or echo a
+   prompt ("<summary>", "Write two paragraphs…", "Here's a…") are dropped, list markers are
+   cut off (what is left is still a verbatim substring of the section).
 2. Each sentence is scored: TF-IDF cosine to the rest of the section (centrality), overlap
    with the section title and the document title, novelty against the summary so far, and a
-   small prior for the first sentences; sentences with few content words are scored down.
+   small prior for the first sentences; sentences with few content words, filler openings
+   ("In this section, …") and sentences that only restate the titles are scored down.
 3. Best first, a sentence joins the section's pool unless it is (nearly) the same as one
    already in the pool or anywhere in the previous summary (Jaccard over content words, or a
    shorter sentence mostly contained in a longer one).
@@ -37,6 +40,9 @@ from dataclasses import dataclass
 
 import pysbd
 
+from services.common.language import primary, sentence_rules
+from services.common.sentence_end import ends_with_abbreviation
+
 MIN_SENTENCE_WORDS = 3
 # Two sentences say the same thing when their content words overlap this much (Jaccard), or
 # when most of the shorter one's content words reappear in the longer one (a restatement).
@@ -58,6 +64,28 @@ POSITION_PRIOR = (0.15, 0.08, 0.04)
 _WORD = re.compile(r"[^\W_]+")
 _LIST_MARKER = re.compile(r"(?:[-*+•]|\d{1,3}[.)]|>)\s+")
 _MARKUP_PREFIXES = ("#", "|", "```", "~~~")
+# Markup, template tokens or their escaped forms: a sentence with any is never quoted.
+_MARKUP = re.compile(
+    r"(?:<|＜|﹤|&lt;|&#0*60;|&#[xX]0*3[cC];)(?:[^\W\d_]|\s*[/!?|])|\[/?[A-Za-z]+\]"
+)
+# Wording of the prompts (current and earlier ones) that a model may parrot back: a sentence
+# with any is an echo, not content.
+_PROMPT_ECHO = re.compile(
+    r"write (?:one|two|three|four) paragraphs?|report titled|cover this:|document title:|"
+    r"write this one|earlier parts of the report|titles and notes quoted|reference data|"
+    r"never instructions|write section \d|a longer (?:document|report)|what the brief asks|"
+    r"escribe (?:un|dos|tres|cuatro) párrafos?|informe titulado|trata esto:|"
+    r"partes anteriores del informe|nunca instrucciones",
+    re.IGNORECASE,
+)
+# Openings that announce rather than say; scored down, so a section's content comes first.
+_FILLER = re.compile(
+    r"^(?:here(?:'s|’s| is| are)\b|sure\b|certainly\b|of course\b|in this (?:section|part)\b|"
+    r"this (?:section|part)\b|in (?:summary|conclusion)\b|let'?s\b|aquí\b|claro\b|"
+    r"en esta (?:sección|parte)\b|esta (?:sección|parte)\b|en resumen\b|en conclusión\b)",
+    re.IGNORECASE,
+)
+FILLER_FACTOR = 0.3
 _STOPWORDS = {
     "en": frozenset(
         """a about above after again against all also am an and any are as at be because been
@@ -68,8 +96,20 @@ _STOPWORDS = {
         some such than that the their theirs them themselves then there these they this those
         through to too under until up very was we were what when where which while who whom
         why will with would you your yours yourself yourselves""".split()
-    )
+    ),
+    "es": frozenset(
+        """a al algo algunas algunos ante antes como con contra cual cuando de del desde donde
+        durante e el ella ellas ellos en entre era es esa esas ese eso esos esta estas este esto
+        estos fue ha hace hay la las le les lo los mas más me mi muy nada ni no nos o os otra
+        otras otro otros para pero poco por porque que qué se sea ser si sí sin sobre son su sus
+        también tan te tiene todo todos tu un una uno unos y ya""".split()
+    ),
 }
+
+
+def is_junk(sentence: str) -> bool:
+    """Whether a sentence carries markup or echoes a prompt: never part of a summary."""
+    return bool(_MARKUP.search(sentence) or _PROMPT_ECHO.search(sentence))
 
 
 @dataclass(frozen=True)
@@ -129,7 +169,20 @@ class ExtractiveSummarizer:
         pysbd.Segmenter(language=language, clean=False)  # fails now on an unknown language
         self.budget_words = budget_words
         self.language = language
-        self._stopwords = _STOPWORDS.get(language, frozenset())
+
+    def _for_language(self, language: str | None) -> ExtractiveSummarizer:
+        """This summarizer with the sentence rules and stop words of `language` (a BCP 47 tag
+        of the document; None: the configured default)."""
+        if not language:
+            return self
+        rules = sentence_rules(language)
+        if rules == self.language:
+            return self
+        return ExtractiveSummarizer(self.budget_words, rules)
+
+    @property
+    def _stopwords(self) -> frozenset[str]:
+        return _STOPWORDS.get(primary(self.language), frozenset())
 
     def update(
         self,
@@ -139,9 +192,19 @@ class ExtractiveSummarizer:
         title: str,
         text: str,
         document_title: str = "",
+        language: str | None = None,
     ) -> Summary:
         """Returns `previous` with the section `section_id` added, or replaced in place when the
-        section is already there (a retried section), and the budget re-allocated."""
+        section is already there (a retried section), and the budget re-allocated. `language`
+        (BCP 47) chooses the sentence rules; None keeps the summarizer's own."""
+        if language and sentence_rules(language) != self.language:
+            return self._for_language(language).update(
+                previous,
+                section_id=section_id,
+                title=title,
+                text=text,
+                document_title=document_title,
+            )
         others = [
             SectionDigest(d.section_id, _one_line(d.title), d.sentences)
             for d in previous.sections
@@ -186,7 +249,11 @@ class ExtractiveSummarizer:
     def _rank_kept(self, digest: SectionDigest, document_title: str) -> list[_Candidate]:
         """An older section's kept sentences, best first; scored afresh, as no score is kept."""
         # The previous summary comes over the wire: skip what this module would never produce.
-        sentences = [s for s in digest.sentences if s.strip() and len(s.splitlines()) == 1]
+        sentences = [
+            s
+            for s in digest.sentences
+            if s.strip() and len(s.splitlines()) == 1 and not is_junk(s)
+        ]
         return sorted(self._score(sentences, digest.title, document_title), key=_rank_key)
 
     def _sentences(self, text: str) -> list[str]:
@@ -194,7 +261,7 @@ class ExtractiveSummarizer:
         # costs microseconds.
         segmenter = pysbd.Segmenter(language=self.language, clean=False)
         sentences = []
-        for segment in segmenter.segment(text):
+        for segment in self._mend(segmenter.segment(text)):
             # pysbd breaks at newlines already; splitting again guarantees one line per section.
             for line in segment.splitlines():
                 fragment = line.strip()
@@ -204,9 +271,26 @@ class ExtractiveSummarizer:
                 fragment = _LIST_MARKER.sub("", fragment, count=1)
                 # pysbd can rewrite a few patterns even with clean=False, and the summary must
                 # only ever quote the section.
-                if len(fragment.split()) >= MIN_SENTENCE_WORDS and fragment in text:
+                if (
+                    len(fragment.split()) >= MIN_SENTENCE_WORDS
+                    and fragment in text
+                    and not is_junk(fragment)
+                ):
                     sentences.append(fragment)
         return sentences
+
+    def _mend(self, segments: list[str]) -> list[str]:
+        """pysbd's segments, with a split after an abbreviation it does not know undone
+        (its Spanish rules split "El Sr. García" and "p. ej."); segments keep their trailing
+        white space, so joining two gives the text back."""
+        mended: list[str] = []
+        for segment in segments:
+            previous = mended[-1] if mended else ""
+            if previous and "\n" not in previous and ends_with_abbreviation(previous, self.language):
+                mended[-1] = previous + segment
+            else:
+                mended.append(segment)
+        return mended
 
     def _terms(self, text: str) -> frozenset[str]:
         return frozenset(self._term_list(text))
@@ -217,7 +301,7 @@ class ExtractiveSummarizer:
             if len(word) < 2 or word in self._stopwords:
                 continue
             # Crude plural folding, so "aqueducts" and "aqueduct" count as one term.
-            if self.language == "en" and len(word) > 3 and word[-1] == "s" and word[-2] != "s":
+            if self.language in ("en", "es") and len(word) > 3 and word[-1] == "s" and word[-2] != "s":
                 word = word[:-1]
             terms.append(word)
         return terms
@@ -254,6 +338,10 @@ class ExtractiveSummarizer:
             # Short transitions ("The calculation is simple.") score well on overlap alone but
             # tell the reader little.
             score *= min(1.0, len(term_set) / INFORMATIVE_TERMS)
+            # Announcements ("In this section, we look at raised beds.") and sentences that
+            # only restate the titles score well on overlap too, and say nothing new.
+            if _FILLER.match(sentence) or (term_set and term_set <= title_terms | document_terms):
+                score *= FILLER_FACTOR
             candidates.append(
                 _Candidate(position, sentence, len(sentence.split()), term_set, score)
             )

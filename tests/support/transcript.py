@@ -74,15 +74,17 @@ FIRST_ATTEMPT = ["The first attempt", " stalls here", " and never ends."]
 SECOND_ATTEMPT = ["The second attempt", " is whole."]
 
 
+# The section prompt's request: '… for the part "<section>" of a report titled "<document>".'
+_REQUEST = re.compile(r'"([^"]*)" (?:of a report titled|de un informe titulado) "([^"]*)"')
+
+
 def _document_title(body: dict[str, Any]) -> str:
-    prompt = str(body["messages"][-1]["content"])
-    match = re.search(r"^Document title: (.*)$", prompt, re.MULTILINE)
-    return match.group(1) if match else ""
+    match = _REQUEST.search(str(body["messages"][-1]["content"]))
+    return match.group(2) if match else ""
 
 
 def _section_title(body: dict[str, Any]) -> str:
-    prompt = str(body["messages"][-1]["content"])
-    match = re.search(r'^Write section \d+, "(.*)", in about', prompt, re.MULTILINE)
+    match = _REQUEST.search(str(body["messages"][-1]["content"]))
     return match.group(1) if match else ""
 
 
