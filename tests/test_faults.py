@@ -132,10 +132,12 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
         lambda n, b: Reply(tokens=words(f"Run text {n}. " + LONG_TEXT[:300]), token_delay_s=0.001)
     )
     stack = await start_stack(llm, runlog_url=runlog_url)
-    process, process_port = await start_edge_process(stack.generator_addr)
-    other_runner, other_url = await _extra_edge(stack)
-    tasks_before = len(asyncio.all_tasks())
+    process: asyncio.subprocess.Process | None = None
+    other_runner: web.AppRunner | None = None
     try:
+        process, process_port = await start_edge_process(stack.generator_addr)
+        other_runner, other_url = await _extra_edge(stack)
+        tasks_before = len(asyncio.all_tasks())
         for attempt in range(50):
             client = await stack.connect(stack.token(f"user{attempt % 5}"))
             await client.send({"type": "generate", "outline": outline(2, 40)})
@@ -169,8 +171,10 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
         assert len(asyncio.all_tasks()) <= tasks_before + 2  # no follower or writer task leaked
         assert stack.generator.registry.active_runs == 0
     finally:
-        await other_runner.cleanup()
-        await stop_process(process)
+        if other_runner is not None:
+            await other_runner.cleanup()
+        if process is not None:
+            await stop_process(process)
         await stack.close()
 
 
@@ -369,8 +373,9 @@ async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(
 ) -> None:
     llm = ScriptedLLM(lambda n, b: Reply(tokens=words(LONG_TEXT[:400]), token_delay_s=0.01))
     stack = await start_stack(llm, runlog_url=runlog_url)
-    process, port = await start_edge_process(stack.generator_addr)
+    process: asyncio.subprocess.Process | None = None
     try:
+        process, port = await start_edge_process(stack.generator_addr)
         token = stack.token()
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(
@@ -399,7 +404,8 @@ async def test_edge_sigterm_mid_run_tells_clients_to_reconnect_and_resume(
         assert frames[-1]["status"] == "completed"
         assert_whole(frames)
     finally:
-        await stop_process(process)
+        if process is not None:
+            await stop_process(process)
         await stack.close()
 
 

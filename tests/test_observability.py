@@ -4,6 +4,7 @@ after a run, JSON logs sharing one trace id across edge, generator and summary p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -19,7 +20,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.common import metrics
 from services.generator.server import GeneratorServer
-from tests.support.processes import free_port, start_edge_process, start_grpc_service, stop_process
+from tests.support.processes import (
+    free_port,
+    start_all,
+    start_edge_process,
+    start_grpc_service,
+)
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import OUTLINE_3, ProtocolClient, Stack
 
@@ -149,11 +155,18 @@ async def test_logs_of_a_run_are_json_lines_sharing_one_trace_id_across_processe
         "DOCGEN_GENERATOR_METRICS_PORT": "0",
         "DOCGEN_SUMMARY_METRICS_PORT": "0",
     }
-    summary = await start_grpc_service("summary", summary_addr, **env)
-    generator = await start_grpc_service("generator", generator_addr, **env)
-    edge, port = await start_edge_process(generator_addr, DOCGEN_LOG_LEVEL="INFO")
     stack_token = Stack.token(None, "log-user")  # type: ignore[arg-type]
-    try:
+    # Each child is stopped by the exit stack as soon as it exists, even if the next one fails.
+    async with contextlib.AsyncExitStack() as children:
+        children.push_async_callback(llm.stop)
+        summary, generator = await start_all(
+            children,
+            start_grpc_service("summary", summary_addr, **env),
+            start_grpc_service("generator", generator_addr, **env),
+        )
+        ((edge, port),) = await start_all(
+            children, start_edge_process(generator_addr, DOCGEN_LOG_LEVEL="INFO")
+        )
         async with aiohttp.ClientSession() as session:
             ws = await session.ws_connect(
                 f"http://127.0.0.1:{port}/v1/ws", protocols=("docgen.v1", f"bearer.{stack_token}")
@@ -163,10 +176,6 @@ async def test_logs_of_a_run_are_json_lines_sharing_one_trace_id_across_processe
             frames = await client.run_to_end()
             await ws.close()
         assert frames[-1]["status"] == "completed"
-    finally:
-        for process in (edge, generator, summary):
-            await stop_process(process)
-        await llm.stop()
     logs = {}
     for name, process in (("edge", edge), ("generator", generator), ("summary", summary)):
         raw = (await process.stderr.read()).decode()  # type: ignore[union-attr]
@@ -220,9 +229,15 @@ async def test_opentelemetry_spans_reach_an_otlp_collector_when_configured() -> 
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
-    summary = await start_grpc_service("summary", summary_addr, **env)
-    generator = await start_grpc_service("generator", generator_addr, **env)
-    try:
+    # Each child is stopped by the exit stack as soon as it exists, even if the next one fails.
+    async with contextlib.AsyncExitStack() as children:
+        children.push_async_callback(collector.stop, 0)
+        children.push_async_callback(llm.stop)
+        await start_all(
+            children,
+            start_grpc_service("summary", summary_addr, **env),
+            start_grpc_service("generator", generator_addr, **env),
+        )
         from docgen.v1 import generator_pb2, generator_pb2_grpc
 
         from tests.test_grpc_generator import outline_message
@@ -237,15 +252,10 @@ async def test_opentelemetry_spans_reach_an_otlp_collector_when_configured() -> 
                 )
             ]
         assert events[-1].run_end.status == 1
-        deadline = asyncio.get_running_loop().time() + 10
+        deadline = asyncio.get_running_loop().time() + 60  # an outcome wait: generous on a busy box
         # Each process exports on its own schedule: wait for both services' spans.
         while not (
             any("UpdateSummary" in n for n in received) and any("StartRun" in n for n in received)
         ):
             assert asyncio.get_running_loop().time() < deadline, received
             await asyncio.sleep(0.1)
-    finally:
-        for process in (generator, summary):
-            await stop_process(process)
-        await llm.stop()
-        await collector.stop(0)

@@ -1,5 +1,5 @@
-"""A real `redis-server` child process for tests (Debian's package; `.ci/run` installs it):
-started on a free port with no persistence unless asked, killed and restarted at will."""
+"""A real `redis-server` child process for tests (Debian's package; `make system-deps` installs
+it): started on a free port with no persistence unless asked, killed and restarted at will."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.processes import free_port
+from tests.support.processes import free_port, kill_popen, stop_popen
 
 REDIS_SERVER = "redis-server"
 
@@ -26,12 +27,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout_s: float = 10.0) -> None:
+    def start(self, timeout_s: float = 30.0) -> None:
         binary = shutil.which(REDIS_SERVER)
         if binary is None:
             raise RuntimeError(
                 "redis-server is not installed: the Redis run-log tests need Debian's "
-                "redis-server package (.ci/run installs it: apt-get install redis-server)"
+                "redis-server package (`make system-deps` installs it: "
+                "apt-get install redis-server)"
             )
         persistence = (
             ["--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.data_dir)]
@@ -53,6 +55,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout_s
         while not self._answers_ping():
@@ -71,10 +74,15 @@ class RedisServer:
 
     def kill(self) -> None:
         """SIGKILL, as a crash would; waits for the process to be gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        self._end(kill_popen)
+
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after a grace): the end of the session."""
+        self._end(stop_popen)
+
+    def _end(self, how: Callable[[subprocess.Popen[bytes]], object]) -> None:
         if self.process is not None:
-            self.process.wait()
+            how(self.process)
             if self.process.stderr is not None:
                 self.process.stderr.close()
         self.process = None

@@ -5,6 +5,7 @@ the server sends against the published JSON Schemas."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -53,6 +54,8 @@ class ProtocolClient:
         self.session = session
         self.ws = ws
         self.received: list[dict[str, Any]] = []
+        self.hello: dict[str, Any] = {}
+        """The `session` frame the server sent first (read by `Stack.connect`)."""
 
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send_str(json.dumps(frame))
@@ -65,6 +68,10 @@ class ProtocolClient:
             )
         frame = json.loads(message.data)
         _VALIDATOR.validate_server(frame)
+        if frame["type"] == "session" and not self.hello and not self.received:
+            # A client built around a socket of its own: its first frame is kept aside.
+            self.hello = frame
+            return await self.recv(timeout)
         self.received.append(frame)
         return frame
 
@@ -134,6 +141,13 @@ class Stack:
             raise
         client = ProtocolClient(session, ws)
         self.clients.append(client)
+        # Every socket starts with its `session` frame: read here, so tests that read the
+        # socket directly see answers and events only.
+        message = await ws.receive(timeout=10)
+        assert message.type == aiohttp.WSMsgType.TEXT, message
+        client.hello = json.loads(message.data)
+        _VALIDATOR.validate_server(client.hello)
+        assert client.hello["type"] == "session", client.hello
         return client
 
     async def restart_edge(self) -> None:
@@ -172,29 +186,38 @@ async def start_stack(
     """`runlog_url`: the generator keeps run logs in that Redis (the `runlog_url` fixture
     gives None for the in-memory default, or a fresh Redis)."""
     llm = llm or ScriptedLLM()
-    await llm.start()
-    summary_server = SummaryServer(
-        dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0"
-    )
-    await summary_server.start()
-    generator_settings = dataclasses.replace(
-        GeneratorSettings(),
-        **{
-            "summary_addr": f"127.0.0.1:{summary_server.port}",
-            "llm_base_url": llm.base_url,
-            "llm_model": "scripted",
-            "llm_connect_retries": 0,
-            "llm_stall_timeout_s": 2.0,
-            "runlog_url": runlog_url,
-            **(generator or {}),
-        },
-    )
-    generator_server = GeneratorServer(generator_settings, "127.0.0.1:0")
-    await generator_server.start()
-    edge_settings = dataclasses.replace(
-        EdgeSettings(), port=0, generator_addr=f"127.0.0.1:{generator_server.port}", **(edge or {})
-    )
-    runner, port = await start_edge(edge_settings)
+    # A half-started stack is taken down again before the error reaches the test.
+    async with contextlib.AsyncExitStack() as undo:
+        await llm.start()
+        undo.push_async_callback(llm.stop)
+        summary_server = SummaryServer(
+            dataclasses.replace(SummarySettings(), **(summary or {})), "127.0.0.1:0"
+        )
+        await summary_server.start()
+        undo.push_async_callback(summary_server.stop)
+        generator_settings = dataclasses.replace(
+            GeneratorSettings(),
+            **{
+                "summary_addr": f"127.0.0.1:{summary_server.port}",
+                "llm_base_url": llm.base_url,
+                "llm_model": "scripted",
+                "llm_connect_retries": 0,
+                "llm_stall_timeout_s": 2.0,
+                "runlog_url": runlog_url,
+                **(generator or {}),
+            },
+        )
+        generator_server = GeneratorServer(generator_settings, "127.0.0.1:0")
+        await generator_server.start()
+        undo.push_async_callback(generator_server.stop)
+        edge_settings = dataclasses.replace(
+            EdgeSettings(),
+            port=0,
+            generator_addr=f"127.0.0.1:{generator_server.port}",
+            **(edge or {}),
+        )
+        runner, port = await start_edge(edge_settings)
+        undo.pop_all()
     return Stack(llm, summary_server, generator_server, runner, port, edge_settings)
 
 
