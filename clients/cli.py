@@ -34,7 +34,7 @@ from clients.report import RunReport
 
 DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
 DEFAULT_SUB = "dev"
-DEFAULT_TTL_S = 12 * 3600
+DEFAULT_TTL_S = 3600  # development tokens live an hour (docs/security.md)
 CANCEL_WAIT_S = 5.0
 EPILOG = """\
 token: --token; else a development token for --sub, signed with $DOCGEN_JWT_SECRET (or the
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_lifetime,
         default=DEFAULT_TTL_S,
         metavar="SECONDS",
-        help=f"lifetime in seconds, a whole number above 0 (default {DEFAULT_TTL_S}: 12 hours)",
+        help=f"lifetime in seconds, a whole number above 0 (default {DEFAULT_TTL_S}: one hour)",
     )
     return parser
 

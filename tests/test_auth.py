@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from services.common.env import ConfigError
-from services.edge.auth import AuthError, TokenVerifier, check_origin
+from services.edge.auth import AuthError, TokenVerifier, check_origin, mint_dev_token
 from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
 from services.edge.settings import DEV_JWT_SECRET, EdgeSettings
 from tests.support.http import serve_on_free_port
+from tests.support.processes import ROOT, free_port, spawn, stop_process
 
 SECRET = "s" * 32
 ISSUER = "https://idp.test"
@@ -313,6 +318,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "DOCGEN_JWT_ISSUER",
         "DOCGEN_ALLOWED_ORIGINS",
         "DOCGEN_ALLOW_NO_ORIGIN",
+        "DOCGEN_EDGE_HOST",
+        "DOCGEN_JWT_SECRET_FILE",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -367,3 +374,82 @@ def test_clients_without_origin_are_allowed_by_default(clean_env: pytest.MonkeyP
     assert EdgeSettings.from_env().allow_missing_origin is True
     clean_env.setenv("DOCGEN_ALLOW_NO_ORIGIN", "0")
     assert EdgeSettings.from_env().allow_missing_origin is False
+
+
+# --- the development secret and tokens (issue 18, item 8) ------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "edge.internal"])
+@pytest.mark.parametrize("secret", [None, DEV_JWT_SECRET])
+def test_the_dev_secret_is_refused_when_the_edge_listens_beyond_loopback(
+    clean_env: pytest.MonkeyPatch, host: str, secret: str | None
+) -> None:
+    clean_env.setenv("DOCGEN_EDGE_HOST", host)
+    if secret is not None:
+        clean_env.setenv("DOCGEN_JWT_SECRET", secret)
+    with pytest.raises(ConfigError, match=r"DOCGEN_EDGE_HOST.*DOCGEN_JWT_SECRET"):
+        EdgeSettings.from_env()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_the_dev_secret_still_serves_local_development(
+    clean_env: pytest.MonkeyPatch, host: str
+) -> None:
+    clean_env.setenv("DOCGEN_EDGE_HOST", host)
+    assert EdgeSettings.from_env().uses_dev_secret
+
+
+def test_a_real_secret_or_a_jwks_may_listen_anywhere(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DOCGEN_EDGE_HOST", "0.0.0.0")
+    clean_env.setenv("DOCGEN_JWT_SECRET", "q3N8vVt0l4XxgYgS5c1k2m9ZpQwErTyU")
+    assert EdgeSettings.from_env().host == "0.0.0.0"
+    clean_env.delenv("DOCGEN_JWT_SECRET")
+    clean_env.setenv("DOCGEN_JWT_JWKS_URL", "https://idp.test/jwks.json")
+    clean_env.setenv("DOCGEN_JWT_ISSUER", ISSUER)
+    assert EdgeSettings.from_env().jwt_secret is None
+
+
+def example_secret_placeholder() -> str:
+    """The jwt-secret of deploy/kubernetes/secret.example.yaml, whatever it says today."""
+    path = Path(__file__).resolve().parents[1] / "deploy/kubernetes/secret.example.yaml"
+    for document in yaml.safe_load_all(path.read_text()):
+        if document and document.get("metadata", {}).get("name") == "docgen-secrets":
+            return str(document["stringData"]["jwt-secret"])
+    raise AssertionError("no docgen-secrets Secret in the example")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_the_example_secrets_placeholder_fails_start_up(
+    clean_env: pytest.MonkeyPatch, host: str
+) -> None:
+    placeholder = example_secret_placeholder()
+    assert len(placeholder.encode()) >= 32  # long enough: the length check alone let it in
+    clean_env.setenv("DOCGEN_EDGE_HOST", host)
+    clean_env.setenv("DOCGEN_JWT_SECRET", placeholder)
+    with pytest.raises(ConfigError, match="placeholder"):
+        EdgeSettings.from_env()
+    clean_env.setenv("DOCGEN_DEV_MODE", "1")  # no way around it
+    with pytest.raises(ConfigError, match="placeholder"):
+        EdgeSettings.from_env()
+
+
+def test_development_tokens_last_one_hour() -> None:
+    from clients.cli import DEFAULT_TTL_S
+
+    claims = jwt.decode(mint_dev_token("dev"), options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 3600
+    assert DEFAULT_TTL_S == 3600
+
+
+async def test_an_edge_process_bound_to_every_interface_without_a_secret_does_not_start() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCGEN_JWT")}
+    env.update(DOCGEN_EDGE_HOST="0.0.0.0", DOCGEN_EDGE_PORT=str(free_port()))
+    process = await spawn(
+        sys.executable, "-m", "services.edge", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        await stop_process(process)
+    assert process.returncode != 0
+    assert b"DOCGEN_JWT_SECRET" in stderr

@@ -18,7 +18,7 @@ import jwt
 from services.common.defaults import JWT_AUDIENCE, SUBPROTOCOL
 from services.edge.jwks import ALGORITHMS as JWKS_ALGORITHMS
 from services.edge.jwks import JwksKeys, JwksUnavailable, UnknownSigningKey
-from services.edge.settings import DEV_JWT_SECRET, dev_token_signing
+from services.edge.settings import DEV_JWT_SECRET, DEV_TOKEN_TTL_S, dev_token_signing
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,11 @@ class TokenVerifier:
 
 
 def mint_dev_token(
-    sub: str, *, secret: str = DEV_JWT_SECRET, audience: str = JWT_AUDIENCE, ttl_s: int = 12 * 3600
+    sub: str,
+    *,
+    secret: str = DEV_JWT_SECRET,
+    audience: str = JWT_AUDIENCE,
+    ttl_s: int = DEV_TOKEN_TTL_S,
 ) -> str:
     now = int(time.time())
     return jwt.encode(
@@ -244,7 +248,7 @@ def mint_dev_token(
     )
 
 
-def dev_token(sub: str, *, ttl_s: int = 12 * 3600) -> str:
+def dev_token(sub: str, *, ttl_s: int = DEV_TOKEN_TTL_S) -> str:
     """A token for `sub` that this deployment's edge accepts with HS256 (`dev_token_signing`)."""
     secret, audience = dev_token_signing()
     return mint_dev_token(sub, secret=secret, audience=audience, ttl_s=ttl_s)
@@ -257,7 +261,7 @@ def main() -> None:
         "mint", help="print a token signed with DOCGEN_JWT_SECRET (or the dev secret)"
     )
     mint.add_argument("--sub", default="dev", help="the user id (JWT sub)")
-    mint.add_argument("--ttl", type=int, default=12 * 3600, help="lifetime in seconds")
+    mint.add_argument("--ttl", type=int, default=DEV_TOKEN_TTL_S, help="lifetime in seconds")
     args = parser.parse_args()
     print(dev_token(args.sub, ttl_s=args.ttl))
 

@@ -16,12 +16,20 @@ from services.common.env import (
     env_str,
 )
 from services.common.grpc_tls import GrpcTls
+from services.common.loopback import is_loopback
 
 log = logging.getLogger(__name__)
 
-# Publicly known on purpose: only for local development, and the edge says so loudly.
+# Publicly known on purpose: only for local development, and the edge says so loudly. It is
+# refused outright when the edge listens on anything but loopback.
 DEV_JWT_SECRET = "docgen-dev-secret-for-local-use-only-0123456789"
 MIN_SECRET_BYTES = 32
+# A secret holding one of these was copied from an example (deploy/kubernetes/
+# secret.example.yaml's "replace-with-at-least-32-random-bytes-....") and is as public as the
+# dev secret: refused whatever the bind address.
+PLACEHOLDER_MARKERS = ("replace", "change-me", "changeme", "placeholder", "example", "....")
+DEV_TOKEN_TTL_S = 3600
+"""Lifetime of development tokens (`make token`, the CLI, the `make run` banner): one hour."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,11 @@ class EdgeSettings:
                 MIN_SECRET_BYTES,
             )
             secret = DEV_JWT_SECRET
+        elif secret is not None and any(m in secret.lower() for m in PLACEHOLDER_MARKERS):
+            raise ConfigError(
+                "DOCGEN_JWT_SECRET is still the example's placeholder: set it to at least "
+                f"{MIN_SECRET_BYTES} random bytes (openssl rand -base64 48)"
+            )
         elif secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
             if not dev_mode:
                 raise ConfigError(
@@ -148,11 +161,18 @@ class EdgeSettings:
                 "tokens signed with it can be brute-forced. Never do this in production.",
                 MIN_SECRET_BYTES,
             )
+        host = env_str("DOCGEN_EDGE_HOST", cls.host)
+        if secret == DEV_JWT_SECRET and not is_loopback(host):
+            raise ConfigError(
+                f"DOCGEN_EDGE_HOST={host!r} is reachable from other machines, and "
+                "DOCGEN_JWT_SECRET is unset (or the public development secret): anyone could "
+                "mint tokens. Set DOCGEN_JWT_SECRET (or a JWKS), or listen on 127.0.0.1"
+            )
         allowed_origins = env_list("DOCGEN_ALLOWED_ORIGINS", ())
         if "*" in allowed_origins:
             log.warning("DOCGEN_ALLOWED_ORIGINS=*: any web page may open sockets to this edge")
         return cls(
-            host=env_str("DOCGEN_EDGE_HOST", cls.host),
+            host=host,
             port=env_int("DOCGEN_EDGE_PORT", cls.port, minimum=0),
             generator_addr=env_str("DOCGEN_GENERATOR_ADDR", cls.generator_addr),
             jwt_secret=secret,
