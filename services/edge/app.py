@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 # The page ships as package data; aiohttp serves files from a real directory, which an
 # installed (unzipped) package always has.
 STATIC_DIR = Path(str(files(__package__ or "services.edge") / "static"))
+# The first-party JavaScript client (clients/js/, package data of `clients`): the page imports
+# it from /static/docgen.js, and so can anyone's page on an allowed origin.
+JS_CLIENT = Path(str(files("clients") / "js" / "docgen.js"))
 
 SETTINGS = web.AppKey("settings", EdgeSettings)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
@@ -167,6 +170,10 @@ async def index(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html")
 
 
+async def js_client(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(JS_CLIENT)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -254,5 +261,6 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     # No /metrics here: the public port is what the Ingress routes. Metrics have their own
     # loopback port (`DOCGEN_EDGE_METRICS_PORT`, services/edge/__main__.py).
+    app.router.add_get("/static/docgen.js", js_client)
     app.router.add_static("/static/", STATIC_DIR)
     return app
