@@ -28,6 +28,7 @@ from clients.errors import (
     RunFailed,
     UsageError,
 )
+from clients.export import export
 from clients.follow import RunFollower
 from clients.markdown import MarkdownAssembler
 from clients.report import RunReport
@@ -70,7 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser(
         "generate", parents=[connection], help="start a run from an outline", epilog=EPILOG
     )
-    generate.add_argument("outline", metavar="OUTLINE.json", help="the outline ('-' reads stdin)")
+    generate.add_argument(
+        "outline", metavar="OUTLINE.json", nargs="?", help="the outline ('-' reads stdin)"
+    )
+    generate.add_argument(
+        "--plan",
+        metavar="DOCUMENT_ID",
+        help="instead of OUTLINE.json: a planned document's id; the server reads its outline "
+        "from the planner (docs/planner.md)",
+    )
+
+    export = commands.add_parser(
+        "export",
+        parents=[connection],
+        help="save the finished document of a run (Markdown, or --format json)",
+        epilog=EPILOG,
+    )
+    export.add_argument(
+        "run_id", metavar="RUN_ID", help="as printed by generate (put -- before an id like -x)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("markdown", "json"),
+        default="markdown",
+        help="markdown (default): the document; json: each section's text with its sha256, "
+        "and the summary",
+    )
 
     resume = commands.add_parser(
         "resume", parents=[connection], help="follow a run again, from after a seq", epilog=EPILOG
@@ -255,9 +281,14 @@ async def follow_run(
 ) -> int:
     """`generate` and `resume`: follows the run to its end and returns the exit code."""
     check_url(args.url)
-    outline = load_outline(args.outline, stdin) if args.command == "generate" else None
+    if args.command == "generate" and (args.outline is None) == (args.plan is None):
+        raise UsageError("give either OUTLINE.json or --plan DOCUMENT_ID")
+    outline = (
+        load_outline(args.outline, stdin) if args.command == "generate" and args.outline else None
+    )
     token = resolve_token(args)
-    title = outline["title"] if outline is not None else args.title
+    # With --plan the title comes from the server (`run_started.title`).
+    title = outline["title"] if outline is not None else getattr(args, "title", None)
     after = 0 if args.command != "resume" or args.whole else args.after
     sink: OutputFile | TextIO = stdout
     if args.output:
@@ -310,6 +341,8 @@ async def follow_run(
     try:
         if outline is not None:
             end = await follower.generate(outline)
+        elif args.command == "generate":
+            end = await follower.generate_plan(args.plan)
         else:
             # Always from the start: the headings and the hashes need every event.
             end = await follower.resume(args.run_id, 0)
@@ -381,6 +414,17 @@ async def run(
         if args.command == "token":
             stdout.write(dev_token(args.sub, ttl_s=args.ttl) + "\n")
             return 0
+        if args.command == "export":
+            return await export(
+                args.url,
+                args.run_id,
+                token=resolve_token(args),
+                fmt=args.format,
+                output=args.output,
+                stdout=stdout,
+                stderr=stderr,
+                quiet=args.quiet,
+            )
         return await follow_run(
             args,
             stdout=stdout,

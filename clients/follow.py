@@ -33,6 +33,8 @@ _SOCKET_ENDED = frozenset(
         aiohttp.WSMsgType.ERROR,
     }
 )
+# `generate --plan`: the planner said no, or there is none (docs/planner.md).
+_PLAN_REFUSALS = frozenset({"plan_not_found", "plan_forbidden", "planner_not_configured"})
 _REFUSED_FRAME_CODES = frozenset(
     {"invalid_json", "invalid_frame", "invalid_outline", "unknown_type"}
 )
@@ -93,6 +95,16 @@ class RunFollower:
         """Starts a run and returns its `run_end` frame."""
         self._outline = outline
         opening = {"type": "generate", "outline": outline, "request_id": self._request_id}
+        return await self._run(opening)
+
+    async def generate_plan(self, document_id: str) -> dict[str, Any]:
+        """Starts a run from the planner's outline of `document_id` (docs/planner.md) and
+        returns its `run_end` frame."""
+        opening = {
+            "type": "generate",
+            "plan": {"document_id": document_id},
+            "request_id": self._request_id,
+        }
         return await self._run(opening)
 
     async def resume(self, run_id: str, after_seq: int) -> dict[str, Any]:
@@ -261,6 +273,8 @@ class RunFollower:
         if code in _REFUSED_FRAME_CODES:
             explained = explain(code, message, self._outline)
             raise UsageError(f"the edge refused the outline: {explained}")
+        if code in _PLAN_REFUSALS:
+            raise UsageError(f"the server could not read the plan: {message} ({code})")
         if code == "run_not_found":
             if self._events_seen:
                 raise RunFailed(f"run {self.run_id} is no longer on the server ({message})")

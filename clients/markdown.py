@@ -72,7 +72,8 @@ class MarkdownAssembler:
         seq = frame.get("seq")
         self._writing = not isinstance(seq, int) or seq > self._cursor
         if kind == "run_started" and self._writing:
-            self._emit(f"# {self._title or frame['document_id']}\n")
+            title = self._title or frame.get("title") or frame["document_id"]
+            self._emit(f"# {title}\n")
         elif kind == "section_start":
             self._start(frame)
         elif kind == "section_chunk":

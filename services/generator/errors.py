@@ -9,7 +9,17 @@ Exceptions (`str(error)` is safe to show to the caller; the gRPC status is in br
     ├── RunLost             [NOT_FOUND]           the run vanished from the shared store
     ├── CursorOutOfRange    [OUT_OF_RANGE]        `after_seq` is past the run's last event
     ├── TooManyRuns         [RESOURCE_EXHAUSTED]  the user's or this generator's run limit
-    └── RunLogUnavailable   [UNAVAILABLE]         the shared run store is unreachable (retry)
+    ├── RunLogUnavailable   [UNAVAILABLE]         the shared run store is unreachable (retry)
+    ├── RunNotEnded         [FAILED_PRECONDITION] `GetDocument` of a run still being written
+    └── PlanError                                 `StartRun{plan}`: the planner's answer
+        ├── PlanNotFound          [NOT_FOUND]           404/410 (docs/planner.md)
+        ├── PlanForbidden         [PERMISSION_DENIED]   401/403: the token may not read it
+        ├── PlannerUnavailable    [UNAVAILABLE]         429/5xx/refused/slow (retry)
+        ├── PlannerNotConfigured  [FAILED_PRECONDITION] no `DOCGEN_PLANNER_URL`
+        └── PlanInvalid           [INVALID_ARGUMENT]    the body is not an outline
+
+A `PlanError`'s `code` (the protocol's error code) travels in the `docgen-error-code`
+trailing metadata, a `RunNotEnded`'s status in `docgen-run-status` (`plans.error_trailers`).
 
 Errors inside a run (the LLM's, the summary's) are not here: they become the run's `error`
 events (`section_writer.py`, `execution.py`). The edge reads these statuses back into protocol
@@ -60,6 +70,40 @@ class RunLogUnavailable(GeneratorError):
     """The shared store of run logs could not be reached in time (retryable)."""
 
 
+class RunNotEnded(GeneratorError):
+    """`GetDocument` of a run still being written: its document does not exist yet."""
+
+    status = "running"
+
+
+class PlanError(GeneratorError):
+    """The planner could not give the outline of a `StartRun{plan}`."""
+
+    code = "plan_error"
+    retryable = False
+
+
+class PlanNotFound(PlanError):
+    code = "plan_not_found"
+
+
+class PlanForbidden(PlanError):
+    code = "plan_forbidden"
+
+
+class PlannerUnavailable(PlanError):
+    code = "planner_unavailable"
+    retryable = True
+
+
+class PlannerNotConfigured(PlanError):
+    code = "planner_not_configured"
+
+
+class PlanInvalid(PlanError):
+    code = "invalid_outline"
+
+
 GRPC_STATUS: dict[type[GeneratorError], str] = {
     GeneratorError: "INTERNAL",
     InvalidRequest: "INVALID_ARGUMENT",
@@ -68,6 +112,12 @@ GRPC_STATUS: dict[type[GeneratorError], str] = {
     CursorOutOfRange: "OUT_OF_RANGE",
     TooManyRuns: "RESOURCE_EXHAUSTED",
     RunLogUnavailable: "UNAVAILABLE",
+    RunNotEnded: "FAILED_PRECONDITION",
+    PlanNotFound: "NOT_FOUND",
+    PlanForbidden: "PERMISSION_DENIED",
+    PlannerUnavailable: "UNAVAILABLE",
+    PlannerNotConfigured: "FAILED_PRECONDITION",
+    PlanInvalid: "INVALID_ARGUMENT",
 }
 """The name of the `grpc.StatusCode` each error is answered with; a subclass without an entry
 answers with its nearest base's."""

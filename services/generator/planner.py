@@ -1,7 +1,8 @@
 """Reads a planned document's outline from the planner (task T-05) by its id: the one HTTP
 call docgen makes to it, as docs/planner.md and docs/planner.openapi.yaml specify.
 
-Exceptions (`code` is the protocol's error code; only `planner_unavailable` is retryable):
+Exceptions (in services/generator/errors.py, with their gRPC statuses; `code` is the
+protocol's error code; only `planner_unavailable` is retryable):
     PlanError                 -- base
     ├── PlanNotFound          -- 404/410: no such document          (plan_not_found)
     ├── PlanForbidden         -- 401/403: the token may not read it  (plan_forbidden)
@@ -32,6 +33,26 @@ import tenacity
 from docgen.v1 import outline_pb2
 
 from services.common.tracing import outgoing_headers
+from services.generator.errors import (
+    PlanError,
+    PlanForbidden,
+    PlanInvalid,
+    PlannerNotConfigured,
+    PlannerUnavailable,
+    PlanNotFound,
+)
+
+__all__ = [
+    "PlanError",
+    "PlanForbidden",
+    "PlanInvalid",
+    "PlanNotFound",
+    "PlannerClient",
+    "PlannerNotConfigured",
+    "PlannerRetry",
+    "PlannerUnavailable",
+    "outline_from_body",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,32 +60,6 @@ GENERATE_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "client" / "
 # An outline is at most 64 sections of 4,000-character briefs: a larger body is not one.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 USER_AGENT = "docgen-generator"
-
-
-class PlanError(Exception):
-    code = "plan_error"
-    retryable = False
-
-
-class PlanNotFound(PlanError):
-    code = "plan_not_found"
-
-
-class PlanForbidden(PlanError):
-    code = "plan_forbidden"
-
-
-class PlannerUnavailable(PlanError):
-    code = "planner_unavailable"
-    retryable = True
-
-
-class PlannerNotConfigured(PlanError):
-    code = "planner_not_configured"
-
-
-class PlanInvalid(PlanError):
-    code = "invalid_outline"
 
 
 class _Retryable(Exception):
@@ -118,6 +113,7 @@ def outline_from_body(document_id: str, body: bytes) -> outline_pb2.Outline:
     return outline_pb2.Outline(
         document_id=value["document_id"],
         title=value["title"],
+        language=value.get("language", ""),
         sections=[
             outline_pb2.OutlineSection(
                 id=section["id"],
