@@ -14,6 +14,7 @@ SCENARIOS = (
     "memory",
     "k6",
     "profile",
+    "quality",
 )
 
 
@@ -36,6 +37,11 @@ class BenchConfig:
     section_tokens: int = 600
 
     summary_fast_rounds: int = 20
+
+    quality_outlines: tuple[str, ...] = ()
+    """`document_id`s of the example outlines the quality scenario writes; empty: all."""
+    quality_max_sections: int | None = None
+    """Sections written per outline (None: all)."""
     """Passes over the 8-section document timing the summary's fast path in process."""
 
     relay_levels: tuple[int, ...] = (1, 100, 500)
@@ -80,6 +86,8 @@ def quick_config() -> BenchConfig:
         section_documents=(2,),
         section_tokens=64,
         summary_fast_rounds=3,
+        quality_outlines=("inc-2291-postmortem",),
+        quality_max_sections=1,
         relay_levels=(1, 50),
         relay_repeats=1,
         relay_measure_s={1: 3.0},

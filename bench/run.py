@@ -40,6 +40,7 @@ from bench.scenarios import (
     k6,
     memory,
     profile,
+    quality,
     relay,
     sections,
     summary_fast,
@@ -56,6 +57,7 @@ RUNNERS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "profile": profile.run,
     "sections": sections.run,
     "summary_fast": summary_fast.run,
+    "quality": quality.run,
 }
 # Sockets: thousands of client sockets here, as many in the edge (which inherits the limit).
 WANTED_FDS = 65536
@@ -140,6 +142,17 @@ async def run_all(config: BenchConfig, log_dir: Path, say: Printer) -> dict[str,
         finally:
             if ctx.llama_stack is not None:
                 await ctx.llama_stack.stop()
+            if ctx.llama is not None:
+                await ctx.llama.service.stop()
+                ctx.llama = None
+    if "quality" in chosen:
+        # Its own llama.cpp server, without the sections scenario's forced length.
+        quality_dir = log_dir / "quality-llm"
+        say(f"starting the bundled llama.cpp server for the quality scenario (logs in {quality_dir})")
+        try:
+            ctx.llama = await start_bundled_llm(quality_dir)
+            await run_scenario("quality", ctx)
+        finally:
             if ctx.llama is not None:
                 await ctx.llama.service.stop()
     return {name: ctx.results[name] for name in SCENARIOS if name in ctx.results}
@@ -243,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"updated {report.DOCS.relative_to(report.ROOT)}")
         else:
             say(f"{report.DOCS} or its markers are missing: not updated")
+    if "quality" in scenarios and "error" not in scenarios["quality"] and args.docs is not False:
+        # Any quality run over every example outline speaks for the project's text quality.
+        if config.mode == "full" and quality.update_docs(scenarios["quality"], result):
+            say(f"updated {quality.DOCS.relative_to(report.ROOT)}")
     failed = [name for name, s in scenarios.items() if "error" in s]
     if failed:
         say(f"scenarios that failed: {', '.join(failed)}")

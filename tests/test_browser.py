@@ -422,7 +422,7 @@ async def test_cancel_stops_the_run_and_keeps_what_was_written(
 
 
 def test_example_outlines_are_valid_generate_outlines() -> None:
-    assert len(EXAMPLE_OUTLINES) == 3
+    assert len(EXAMPLE_OUTLINES) == 5  # three English, one Spanish, one long (issue 15)
     validator = FrameValidator()
     for path in EXAMPLE_OUTLINES:
         outline = json.loads(path.read_text(encoding="utf-8"))

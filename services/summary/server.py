@@ -80,6 +80,7 @@ class SummaryServicer(summary_pb2_grpc.SummaryServiceServicer):
             title=request.section.title,
             text=request.section.text[: self._max_section_chars],
             document_title=request.document_title,
+            language=request.language or None,
         )
         fast = summary_to_proto(updated)
         _observe("extractive", started)
