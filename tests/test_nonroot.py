@@ -236,20 +236,23 @@ async def start_service(
     env: dict[str, str],
     *probe: str,
 ) -> asyncio.subprocess.Process:
-    process = await spawn(
-        *sandbox.unprivileged(sys.executable, "-m", f"services.{module}"),
-        cwd=ROOT,
-        env=sandbox.env(env),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    """Starts `python -m services.<module>` unprivileged and waits until the image's health
+    check passes, as a readiness probe would."""
+    log = sandbox.home.parent / f"{module}.log"
+    with log.open("wb") as stderr:
+        process = await spawn(
+            *sandbox.unprivileged(sys.executable, "-m", f"services.{module}"),
+            cwd=ROOT,
+            env=sandbox.env(env),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=stderr,
+        )
     stack.push_async_callback(stop_process, process)
     deadline = time.monotonic() + 90  # a cold start on a loaded 2-core machine
     while (answer := await healthy(sandbox, env, *probe))[0] != 0:
         if process.returncode is not None or time.monotonic() > deadline:
-            assert process.stderr is not None
-            log = (await process.stderr.read()).decode(errors="replace")[-3000:]
-            raise AssertionError(f"{module} did not become healthy: {answer[1]}\n{log}")
+            tail = log.read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{module} did not become healthy: {answer[1]}\n{tail}")
         await asyncio.sleep(0.2)
     return process
 
@@ -314,17 +317,15 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
         assert not any(k.endswith(("_SECRET", "_API_KEY")) for k in {**generator_env, **edge_env})
 
         async with contextlib.AsyncExitStack() as stack:
-            services = [
-                await start_service(
-                    stack, sandbox, "summary", summary_env, "--grpc", str(summary_port)
-                ),
-                await start_service(
+            services = await asyncio.gather(
+                start_service(stack, sandbox, "summary", summary_env, "--grpc", str(summary_port)),
+                start_service(
                     stack, sandbox, "generator", generator_env, "--grpc", str(generator_port)
                 ),
-                await start_service(
+                start_service(
                     stack, sandbox, "edge", edge_env, "--http", str(edge_port), "/readyz"
                 ),
-            ]
+            )
             for process in services:
                 assert psutil.Process(process.pid).uids().effective == (
                     UID if AS_ROOT else os.geteuid()
