@@ -34,7 +34,7 @@ class BoundedLabels(Generic[_Metric]):
         names = metric._labelnames
         if len(allowed) != len(names):
             raise ValueError(f"{metric._name}: one value set per label {names}")
-        self.metric = metric
+        self.metric: _Metric = metric
         self.allowed = tuple(frozenset(values) | {OTHER} for values in allowed)
 
     def labels(self, *values: object) -> _Metric:
@@ -73,8 +73,9 @@ ERROR_CODES = _contract_error_codes()
 CLOSE_CODES = frozenset(
     str(code) for code in (*range(1000, 1016), *range(4000, 4004), *range(4500, 4506))
 )
-# HTTP statuses of a refused handshake, and the close codes of a refusal a browser can read.
-REJECTION_STATUSES = frozenset({"400", "401", "403", "426", "429", "503"}) | CLOSE_CODES
+# HTTP statuses of a refused handshake (408: headers too slow, services/edge/http_guard.py),
+# and the close codes of a refusal a browser can read.
+REJECTION_STATUSES = frozenset({"400", "401", "403", "408", "426", "429", "503"}) | CLOSE_CODES
 RUN_STATUSES = frozenset({"completed", "failed", "cancelled"})
 SUMMARY_METHODS = frozenset({"extractive", "llm"})
 RETRY_KINDS = frozenset({"request", "section"})

@@ -28,8 +28,9 @@ from services.edge.auth import (
 )
 from services.edge.frames import REFUSAL_CLOSE_CODES
 from services.edge.generator_client import GeneratorClient
+from services.edge.http_guard import GuardedSite, mark_authenticated
 from services.edge.jwks import JwksKeys
-from services.edge.limits import ConnectionLimiter
+from services.edge.limits import ConnectionLimiter, PendingConnections
 from services.edge.redaction import RedactingAccessLogger, http_logger
 from services.edge.schemas import FrameValidator
 from services.edge.session import SocketSession, close_for_shutdown
@@ -52,6 +53,7 @@ GENERATOR = web.AppKey("generator", GeneratorClient)
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
 CONNECTIONS = web.AppKey("connections", ConnectionLimiter)
+PENDING = web.AppKey("pending", PendingConnections)
 
 # aiohttp's own loggers can quote a request line or header (with a token in it); these get
 # the redacting filter however the server was started.
@@ -87,6 +89,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         if error.status == 426:
             response.headers["Upgrade"] = "websocket"
         return response
+    mark_authenticated(request)  # counted as an open socket from here, no longer as pending
     # No await between admit's last count check and this: the count cannot be overtaken.
     with app[CONNECTIONS].hold(user_id=principal.user_id, ip=ip):
         return await serve_socket(request, ws, principal, started)
@@ -224,7 +227,22 @@ def server_options(settings: EdgeSettings) -> dict[str, Any]:
         "access_log": http_logger("services.edge.access") if settings.access_log else None,
         "max_line_size": settings.max_header_bytes,
         "max_field_size": settings.max_header_bytes,
+        # Bounds a half-sent or idle request after the first (`GuardedSite` bounds the first).
+        "keepalive_timeout": settings.header_timeout_s,
     }
+
+
+def edge_site(runner: web.AppRunner, host: str | None, port: int) -> GuardedSite:
+    """The edge's listening site: every connection goes through `GuardedProtocol` (header
+    deadline, cap on unauthenticated connections per IP). Use after `runner.setup()`."""
+    app = runner.app
+    return GuardedSite(
+        runner,
+        host,
+        port,
+        pending=app[PENDING],
+        header_timeout_s=app[SETTINGS].header_timeout_s,
+    )
 
 
 def create_app(settings: EdgeSettings) -> web.Application:
@@ -248,6 +266,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app[CONNECTIONS] = ConnectionLimiter(
         per_user=settings.max_sockets_per_user, per_ip=settings.max_sockets_per_ip
     )
+    app[PENDING] = PendingConnections(per_ip=settings.max_pending_per_ip)
     for name in AIOHTTP_LOGGERS:
         http_logger(name)
     app[VALIDATOR] = FrameValidator()

@@ -101,3 +101,29 @@ class ConnectionLimiter:
                 counter[key] -= 1
                 if counter[key] <= 0:
                     del counter[key]
+
+
+class PendingConnections:
+    """Connections per client IP that have not authenticated yet: every TCP connection counts
+    from its first byte until its WebSocket handshake is accepted, or until it closes. Bounds
+    what one address can hold without a token (half-sent requests, idle keep-alives)."""
+
+    def __init__(self, *, per_ip: int) -> None:
+        self._per_ip = per_ip
+        self._ips: Counter[str] = Counter()
+
+    @property
+    def pending(self) -> int:
+        return sum(self._ips.values())
+
+    def admit(self, ip: str) -> bool:
+        """Counts one more connection from `ip`, unless that would pass the limit (0: none)."""
+        if self._per_ip and self._ips[ip] >= self._per_ip:
+            return False
+        self._ips[ip] += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        self._ips[ip] -= 1
+        if self._ips[ip] <= 0:
+            del self._ips[ip]

@@ -102,6 +102,15 @@ class EdgeSettings:
     max_header_bytes: int = 8190
     """Longest HTTP request line and header field; longer ones are answered 400 by aiohttp
     before any handler runs (`DOCGEN_HTTP_MAX_HEADER_BYTES`)."""
+    header_timeout_s: float = 10.0
+    """A connection must send a request's complete headers within this long of opening, or of
+    its previous response (aiohttp's keep-alive timeout is set to it too); otherwise it gets
+    `408` and is closed (`DOCGEN_HTTP_HEADER_TIMEOUT_S`)."""
+    max_pending_per_ip: int = 64
+    """Connections per client IP not yet authenticated (before their WebSocket handshake is
+    accepted: half-sent requests, plain HTTP keep-alives); one more gets `429` and is closed
+    before any byte is read (`DOCGEN_HTTP_MAX_PENDING_PER_IP`, 0: no limit; set 0 behind a
+    proxy, where every client has the proxy's address)."""
     metrics_port: int = 9100
     """Prometheus /metrics port, 0 to disable (`DOCGEN_EDGE_METRICS_PORT`). Its own port, like
     the generator's 9101 and the summary's 9102: the public port (the one the Ingress routes)
@@ -208,6 +217,12 @@ class EdgeSettings:
             ),
             max_header_bytes=env_int(
                 "DOCGEN_HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024
+            ),
+            header_timeout_s=env_float(
+                "DOCGEN_HTTP_HEADER_TIMEOUT_S", cls.header_timeout_s, minimum=0.1
+            ),
+            max_pending_per_ip=env_int(
+                "DOCGEN_HTTP_MAX_PENDING_PER_IP", cls.max_pending_per_ip, minimum=0
             ),
             metrics_port=env_int("DOCGEN_EDGE_METRICS_PORT", cls.metrics_port, minimum=0),
             metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),

@@ -17,7 +17,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
-from services.edge.app import create_app, server_options
+from services.edge.app import create_app, edge_site, server_options
 from services.edge.auth import mint_dev_token
 from services.edge.schemas import FrameValidator
 from services.edge.settings import DEV_JWT_SECRET, EdgeSettings
@@ -25,7 +25,6 @@ from services.generator.server import GeneratorServer
 from services.generator.settings import GeneratorSettings
 from services.summary.server import SummaryServer
 from services.summary.settings import SummarySettings
-from tests.support.http import serve_on_free_port
 from tests.support.scripted_llm import ScriptedLLM
 
 _VALIDATOR = FrameValidator()
@@ -163,7 +162,7 @@ class Stack:
             **server_options(self.edge_settings),
         )
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.edge_port).start()
+        await edge_site(runner, "127.0.0.1", self.edge_port).start()
         self.edge_runner = runner
 
     async def close(self) -> None:
@@ -222,10 +221,15 @@ async def start_stack(
 
 
 async def start_edge(settings: EdgeSettings) -> tuple[web.AppRunner, int]:
-    """An edge app in this event loop on a free port, with the options `__main__` uses."""
-    return await serve_on_free_port(
+    """An edge app in this event loop on a free port, with the options and the guarded site
+    `__main__` uses."""
+    runner = web.AppRunner(
         create_app(settings), handle_signals=False, shutdown_timeout=1.0, **server_options(settings)
     )
+    await runner.setup()
+    site = edge_site(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site.port
 
 
 def sections_text(frames: list[dict[str, Any]]) -> dict[str, str]:
