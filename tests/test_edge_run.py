@@ -83,7 +83,10 @@ async def test_three_section_run_streams_in_order_with_summaries(bakery: Stack) 
         )
         assert start < end
         assert all(k == "section_chunk" for k in kinds[start + 1 : end])
-        assert end - start - 1 == len(words(SECTION_TEXTS[section["id"]]))
+        # One chunk per token, except that the scaffolding filter may hold back an opening
+        # that could still be a preamble ("A" could begin "A continuación:") until the next.
+        tokens = len(words(SECTION_TEXTS[section["id"]]))
+        assert tokens - 2 <= end - start - 1 <= tokens
         assert frames[end + 1]["type"] == "summary_update"
         assert frames[end + 1]["through_section"] == section["id"]
 
@@ -109,12 +112,15 @@ async def test_each_prompt_carries_the_summary_emitted_before_it(bakery: Stack) 
     updates = [f["summary"] for f in frames if f["type"] == "summary_update"]
     prompts = [r.prompt_text for r in bakery.llm.requests]
     assert len(prompts) == 3
-    assert "nothing written yet" in prompts[0]
+    assert "earlier parts of the report" not in prompts[0]  # nothing written yet
     assert updates[0] in prompts[1]
     assert updates[1] in prompts[2]
-    # The outline is in every prompt, delimited as data.
-    assert all("<outline>" in p and "Choosing ovens" in p for p in prompts)
-    assert all(r.body["max_tokens"] == 60 and r.body["stream"] is True for r in bakery.llm.requests)
+    # Each prompt names its section and the document, quoted as data.
+    for prompt, section in zip(prompts, OUTLINE_3["sections"], strict=True):
+        request = f'for the part "{section["title"]}" of a report titled "{OUTLINE_3["title"]}"'
+        assert request in prompt
+    # max_tokens is the hard cap: 1.5 x target_tokens (DOCGEN_SECTION_HEADROOM).
+    assert all(r.body["max_tokens"] == 90 and r.body["stream"] is True for r in bakery.llm.requests)
 
 
 @pytest.mark.parametrize(

@@ -49,7 +49,7 @@ BYSTANDER = {
 
 
 def scripted(_n: int, body: dict[str, Any]) -> Reply:
-    if f"Document title: {BYSTANDER['title']}" in body["messages"][-1]["content"]:
+    if f'report titled "{BYSTANDER["title"]}"' in body["messages"][-1]["content"]:
         return Reply(tokens=words(BYSTANDER_TEXT), token_delay_s=0.01)
     return Reply(tokens=["Generated", " text."])
 
