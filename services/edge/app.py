@@ -26,6 +26,7 @@ from services.edge.auth import (
     refuse_token_in_query,
     token_from_handshake,
 )
+from services.edge.document import document_handler
 from services.edge.frames import REFUSAL_CLOSE_CODES
 from services.edge.generator_client import GeneratorClient
 from services.edge.http_guard import GuardedSite, mark_authenticated
@@ -276,6 +277,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/", index)
     app.router.add_get("/v1/ws", websocket_handler)
+    app.router.add_get("/v1/runs/{run_id}/document", document_handler(VERIFIER, GENERATOR))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     # No /metrics here: the public port is what the Ingress routes. Metrics have their own

@@ -24,6 +24,10 @@ _RUN_STATUSES = {
     events_pb2.RUN_STATUS_FAILED: "failed",
     events_pb2.RUN_STATUS_CANCELLED: "cancelled",
 }
+_PLAN_SOURCES = {
+    events_pb2.PLAN_SOURCE_INLINE: "inline",
+    events_pb2.PLAN_SOURCE_PLANNER: "planner",
+}
 _SUMMARY_METHODS = {
     events_pb2.SUMMARY_METHOD_EXTRACTIVE: "extractive",
     events_pb2.SUMMARY_METHOD_LLM: "llm",
@@ -114,7 +118,11 @@ def event_to_frame(event: events_pb2.RunEvent) -> dict[str, Any]:
             document_id=started.document_id,
             request_id=started.request_id or None,
             sections=list(started.section_ids),
+            # Runs logged before the field existed had inline outlines: nothing else existed.
+            plan_source=_PLAN_SOURCES.get(started.plan_source, "inline"),
         )
+        if started.title:  # runs logged before the field existed have none
+            frame["title"] = started.title
     elif kind == "run_end":
         end_ = event.run_end
         frame.update(

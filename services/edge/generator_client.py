@@ -9,9 +9,15 @@ protocol's error frame.
     ├── RunNotFound                unknown, expired, or another user's run
     ├── CursorOutOfRange           `after_seq` is past the run's last event
     ├── TooManyRuns                this user's (or this generator's) run limit (retryable)
+    ├── PlanNotFound               the planner has no such document (docs/planner.md)
+    ├── PlanForbidden              the planner refused this user's token
+    ├── PlannerUnavailable         the planner is down, slow or overloaded (retryable)
+    ├── PlannerNotConfigured       the generator has no planner
+    ├── RunNotEnded                the run's document is still being written (`.status`)
     └── GeneratorInternal          any other status: a bug or a surprise (retryable)
 
-`error_from_status` is the one translation from gRPC status to these.
+`error_from_status` is the one translation from gRPC status to these; the planner's errors
+travel as their protocol code in the `docgen-error-code` trailing metadata.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 import grpc
-from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
+from docgen.v1 import document_pb2, events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
 
 from services.common.tracing import outgoing_metadata
 
@@ -71,10 +77,61 @@ class GeneratorInternal(GeneratorError):
     retryable = True
 
 
+class PlanNotFound(GeneratorError):
+    code = "plan_not_found"
+    retryable = False
+
+
+class PlanForbidden(GeneratorError):
+    code = "plan_forbidden"
+    retryable = False
+
+
+class PlannerUnavailable(GeneratorError):
+    code = "planner_unavailable"
+    retryable = True
+
+
+class PlannerNotConfigured(GeneratorError):
+    code = "planner_not_configured"
+    retryable = False
+
+
+class RunNotEnded(GeneratorError):
+    """Only `get_document` raises it (HTTP 409 `run_not_ended`); never a socket's frame."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# Set by the generator on errors whose gRPC status alone is ambiguous (NOT_FOUND: plan or run).
+ERROR_CODE_METADATA = "docgen-error-code"
+RUN_STATUS_METADATA = "docgen-run-status"
+_PLANNER_ERRORS: dict[str, type[GeneratorError]] = {
+    cls.code: cls for cls in (PlanNotFound, PlanForbidden, PlannerUnavailable, PlannerNotConfigured)
+}
+
+
+def _trailer(error: grpc.aio.AioRpcError, key: str) -> str | None:
+    for name, value in error.trailing_metadata() or ():
+        if name == key and isinstance(value, str):
+            return value
+    return None
+
+
 def error_from_status(error: grpc.aio.AioRpcError) -> GeneratorError:
     """The protocol error of a failed gRPC call."""
     status = error.code()
     details = error.details() or status.name
+    planner_error = _PLANNER_ERRORS.get(_trailer(error, ERROR_CODE_METADATA) or "")
+    if planner_error is not None:
+        return planner_error(details)
+    if status == grpc.StatusCode.FAILED_PRECONDITION and _trailer(error, RUN_STATUS_METADATA):
+        run_status = _trailer(error, RUN_STATUS_METADATA) or "running"
+        return RunNotEnded(details, status=run_status)
     if status == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidOutline(details)
     if status == grpc.StatusCode.NOT_FOUND:
@@ -109,6 +166,17 @@ class Generator(Protocol):
         """Cancels the run; True when it had already ended."""
         ...
 
+    def start_plan(
+        self, document_id: str, *, user_id: str, request_id: str, token: str
+    ) -> AsyncGenerator[RunEvent, None]:
+        """Starts a run from the planner's outline of `document_id`, read with the user's
+        `token` (docs/planner.md); yields its events from `seq` 1."""
+        ...
+
+    async def get_document(self, run_id: str, *, user_id: str) -> document_pb2.Document:
+        """The finished document of an ended run; `RunNotEnded` while it is written."""
+        ...
+
 
 class GeneratorClient:
     """`Generator` over a gRPC channel."""
@@ -133,6 +201,36 @@ class GeneratorClient:
                 wait_for_ready=False,
             )
         )
+
+    def start_plan(
+        self, document_id: str, *, user_id: str, request_id: str, token: str
+    ) -> AsyncGenerator[RunEvent, None]:
+        # The user's own token goes along, for the planner to decide (docs/grpc.md); gRPC
+        # metadata is never logged.
+        metadata = (*outgoing_metadata(), ("authorization", f"Bearer {token}"))
+        return _events(
+            self._stub.StartRun(
+                generator_pb2.StartRunRequest(
+                    plan=generator_pb2.PlanReference(document_id=document_id),
+                    user_id=user_id,
+                    request_id=request_id,
+                ),
+                timeout=self._stream_timeout_s,
+                metadata=metadata,
+                wait_for_ready=False,
+            )
+        )
+
+    async def get_document(self, run_id: str, *, user_id: str) -> document_pb2.Document:
+        try:
+            response = await self._stub.GetDocument(
+                generator_pb2.GetDocumentRequest(run_id=run_id, user_id=user_id),
+                timeout=self._unary_timeout_s,
+                metadata=outgoing_metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_status(error) from error
+        return response.document
 
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int

@@ -204,15 +204,25 @@ class SocketSession:
                 self._spawn(self._cancel(frame["run_id"], request_id))
 
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
-        outline = frames.outline_from_frame(frame["outline"])
+        # `plan`: the generator reads the outline from the planner with this user's token.
+        plan: dict[str, Any] | None = frame.get("plan")
+        outline = frames.outline_from_frame(frame["outline"]) if plan is None else None
 
         def open_stream(run_id: str | None, after_seq: int) -> AsyncGenerator[RunEvent, None]:
-            if run_id is None:
-                return self._generator.start(
-                    outline, user_id=self._principal.user_id, request_id=request_id or ""
+            if run_id is not None:
+                return self._generator.follow(
+                    run_id, user_id=self._principal.user_id, after_seq=after_seq
                 )
-            return self._generator.follow(
-                run_id, user_id=self._principal.user_id, after_seq=after_seq
+            if plan is not None:
+                return self._generator.start_plan(
+                    plan["document_id"],
+                    user_id=self._principal.user_id,
+                    request_id=request_id or "",
+                    token=self._principal.token,
+                )
+            assert outline is not None
+            return self._generator.start(
+                outline, user_id=self._principal.user_id, request_id=request_id or ""
             )
 
         self._spawn(self._follow(None, 0, open_stream, request_id))

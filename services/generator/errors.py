@@ -77,9 +77,9 @@ class RunNotEnded(GeneratorError):
 
 
 class PlanError(GeneratorError):
-    """The planner could not give the outline of a `StartRun{plan}`."""
+    """The planner could not give the outline of a `StartRun{plan}`; each subclass has the
+    protocol's error `code`."""
 
-    code = "plan_error"
     retryable = False
 
 

@@ -57,10 +57,12 @@ class RunExecution:
         writer: SectionWriter,
         summaries: SummaryUpdater,
         settings: GeneratorSettings,
+        plan_source: events_pb2.PlanSource.ValueType = events_pb2.PLAN_SOURCE_INLINE,
     ) -> None:
         self._log = run_log
         self._outline = outline
         self._request_id = request_id
+        self._plan_source = plan_source
         self._writer = writer
         self._summaries = summaries
         self._settings = settings
@@ -91,6 +93,8 @@ class RunExecution:
                     document_id=self._outline.document_id,
                     request_id=self._request_id,
                     section_ids=[s.id for s in self._outline.sections],
+                    plan_source=self._plan_source,
+                    title=self._outline.title,
                 )
             )
             resume = ResumePoint(next_index=0, next_attempt=1)
