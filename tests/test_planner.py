@@ -123,7 +123,9 @@ async def test_a_503_then_200_succeeds(planner: ScriptedPlanner, client: Planner
 async def test_a_short_retry_after_is_honoured(
     planner: ScriptedPlanner, client: PlannerClient
 ) -> None:
-    planner.script = lambda n, _id: PlanReply(status=429, retry_after="0") if n == 0 else PlanReply()
+    planner.script = lambda n, _id: (
+        PlanReply(status=429, retry_after="0") if n == 0 else PlanReply()
+    )
     assert (await client.fetch_outline("doc-7", token=TOKEN)).document_id == "doc-7"
     assert len(planner.requests) == 2
 
@@ -132,7 +134,7 @@ async def test_a_slow_planner_is_unavailable_without_a_retry(
     planner: ScriptedPlanner, client: PlannerClient
 ) -> None:
     planner.script = lambda _n, _id: PlanReply(delay_s=5.0)
-    with pytest.raises(PlannerUnavailable, match="did not answer within 0.5 s"):
+    with pytest.raises(PlannerUnavailable, match=r"did not answer within 0\.5 s"):
         await client.fetch_outline("doc-7", token=TOKEN)
     assert len(planner.requests) == 1
 
@@ -164,9 +166,7 @@ GARBAGE: list[tuple[str, PlanReply, str]] = [
     ("no sections", PlanReply(body={"document_id": "doc-7", "title": "x"}), "sections"),
     (
         "bad target",
-        PlanReply(
-            body={**OUTLINE, "sections": [{"id": "a", "title": "A", "target_tokens": 0}]}
-        ),
+        PlanReply(body={**OUTLINE, "sections": [{"id": "a", "title": "A", "target_tokens": 0}]}),
         "target_tokens",
     ),
     (
