@@ -312,6 +312,7 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
         edge_env = sandbox.in_pod(manifest_env("docgen-edge")) | {
             "DOCGEN_EDGE_HOST": "127.0.0.1",
             "DOCGEN_EDGE_PORT": str(edge_port),
+            "DOCGEN_EDGE_METRICS_PORT": "0",
             "DOCGEN_GENERATOR_ADDR": f"127.0.0.1:{generator_port}",
         }
         assert not any(k.endswith(("_SECRET", "_API_KEY")) for k in {**generator_env, **edge_env})
