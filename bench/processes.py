@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,15 +72,31 @@ class ServiceProcess:
             )
 
     async def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM to the process group (see `spawn`), SIGKILL to it after `timeout_s`."""
         if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.terminate()
+            _signal_group(self.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.process.wait(), timeout_s)
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                _signal_group(self.pid, signal.SIGKILL)
                 await self.process.wait()
+        # Anything the process left behind in its group goes with it.
+        _signal_group(self.pid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+@contextlib.asynccontextmanager
+async def stopped_on_failure(service: ServiceProcess) -> AsyncIterator[ServiceProcess]:
+    """Waiting for a service that fails (or is cancelled) stops it before the error goes on."""
+    try:
+        yield service
+    except BaseException:
+        await service.stop()
+        raise
 
 
 async def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> ServiceProcess:
@@ -92,6 +110,8 @@ async def spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) 
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=asyncio.subprocess.STDOUT,
+            # Its own process group, stopped whole by `ServiceProcess.stop`.
+            start_new_session=True,
         )
     return ServiceProcess(name, process, log_path)
 
@@ -169,7 +189,8 @@ async def start_stamping_llm(log_dir: Path, *, tokens_per_s: float) -> LLMProces
         log_dir,
     )
     base_url = f"http://127.0.0.1:{port}/v1"
-    await wait_http_ok(service, f"{base_url}/models")
+    async with stopped_on_failure(service):
+        await wait_http_ok(service, f"{base_url}/models")
     return LLMProcess(service, base_url, "stamping")
 
 
@@ -180,7 +201,8 @@ async def start_bundled_llm(log_dir: Path) -> LLMProcess:
 
     settings = LocalLLMSettings(port=free_port())
     service = await spawn("llama", server_command(settings), base_env(), log_dir)
-    await wait_http_ok(service, f"{settings.base_url}/models", timeout_s=120)
+    async with stopped_on_failure(service):
+        await wait_http_ok(service, f"{settings.base_url}/models", timeout_s=120)
     return LLMProcess(service, settings.base_url, BUNDLED_LLM_MODEL)
 
 
@@ -236,7 +258,8 @@ class DocgenStack:
             edge_env(port, self.generator_addr),
             self.log_dir,
         )
-        await wait_http_ok(edge, f"http://127.0.0.1:{port}/healthz")
+        async with stopped_on_failure(edge):
+            await wait_http_ok(edge, f"http://127.0.0.1:{port}/healthz")
         self.extra_edges.append(edge)
         return edge, port
 
@@ -320,5 +343,6 @@ async def start_bare_ws(log_dir: Path, name: str = "bare-ws") -> tuple[ServicePr
     service = await spawn(
         name, [sys.executable, "-m", "bench.bare_ws", "--port", str(port)], base_env(), log_dir
     )
-    await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
+    async with stopped_on_failure(service):
+        await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
     return service, port

@@ -17,10 +17,11 @@ import datetime
 import json
 import os
 import resource
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +159,20 @@ async def run_all(config: BenchConfig, log_dir: Path, say: Printer) -> dict[str,
     return {name: ctx.results[name] for name in SCENARIOS if name in ctx.results}
 
 
+async def run_until_signal(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Runs `main`; SIGTERM, SIGINT or SIGHUP cancel it, so the `finally` blocks of `run_all`
+    stop every process it started (a killed benchmark would orphan them)."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
@@ -232,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     load_start = os.getloadavg()[0]
     began = time.monotonic()
-    scenarios = asyncio.run(run_all(config, log_dir, say))
+    try:
+        scenarios = asyncio.run(run_until_signal(run_all(config, log_dir, say)))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        say("stopped by a signal; every process the benchmark started has been stopped")
+        return 130
     result: dict[str, Any] = {
         "schema": 1,
         "started_at": started_at.isoformat(timespec="seconds"),

@@ -8,19 +8,46 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from tests.support.processes import stop_popen
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_quick_handshake_run_writes_results_of_the_documented_shape(tmp_path: Path) -> None:
-    finished = subprocess.run(
-        [
-            sys.executable, "-m", "bench.run", "--quick", "--only", "handshake",
-            "--handshakes", "50", "--results-dir", str(tmp_path), "--no-docs",
-        ],
+def run_bench(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.run` in its own process group. Past `timeout_s` it gets SIGTERM, which
+    it answers by stopping what it started; SIGKILL (to the whole group) only after that."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.run", *args],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=100,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        stop_popen(process, timeout=30)
+        stdout, stderr = process.communicate()
+        raise AssertionError(
+            f"bench.run still running after {timeout_s:g} s:\n{stdout[-3000:]}{stderr[-3000:]}"
+        ) from None
+    finally:
+        stop_popen(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@pytest.mark.timeout(400)
+def test_quick_handshake_run_writes_results_of_the_documented_shape(tmp_path: Path) -> None:
+    finished = run_bench(
+        [
+            "--quick", "--only", "handshake", "--handshakes", "50",
+            "--results-dir", str(tmp_path), "--no-docs",
+        ],
+        # A bound, not a timing: the quick run takes ~30 s on an idle 2-core machine.
+        timeout_s=300,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
 

