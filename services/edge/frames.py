@@ -123,6 +123,8 @@ def event_to_frame(event: events_pb2.RunEvent) -> dict[str, Any]:
         )
         if started.title:  # runs logged before the field existed have none
             frame["title"] = started.title
+        if started.language:  # runs logged before the field existed have none
+            frame["language"] = started.language
     elif kind == "run_end":
         end_ = event.run_end
         frame.update(
@@ -183,6 +185,7 @@ def outline_from_frame(outline: dict[str, Any]) -> outline_pb2.Outline:
     return outline_pb2.Outline(
         document_id=outline["document_id"],
         title=outline["title"],
+        language=outline.get("language", ""),
         sections=[
             outline_pb2.OutlineSection(
                 id=section["id"],

@@ -7,18 +7,20 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
 
 from docgen.v1 import events_pb2, outline_pb2, summary_pb2
 
+from services.common import language as languages
 from services.common import metrics
 from services.common.tracing import outgoing_headers
-from services.generator.prompts import build_section_messages
+from services.generator.prompts import STOP_SEQUENCES, build_section_messages
 from services.generator.resume import ResumePoint
 from services.generator.runlog import RunEventLog
-from services.generator.section_writer import LLMError, SectionWriter
+from services.generator.section_writer import LLMError, SectionShape, SectionWriter
 from services.generator.settings import GeneratorSettings
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,17 @@ FINISH_REASONS = {
     "stop": events_pb2.FINISH_REASON_STOP,
     "length": events_pb2.FINISH_REASON_LENGTH,
 }
+
+
+async def document_language(outline: outline_pb2.Outline) -> str:
+    """`Outline.language` (a BCP 47 tag, normalised), or the language detected from the
+    outline's titles and briefs (in a thread: the first detection loads a model)."""
+    if outline.language.strip():
+        with contextlib.suppress(languages.InvalidLanguage):  # validate_outline refuses it
+            return languages.normalize_tag(outline.language)
+    texts = [outline.title, *(t for s in outline.sections for t in (s.title, s.brief))]
+    detection = await asyncio.to_thread(languages.detect, texts)
+    return detection.language
 
 
 class SummaryUnavailable(Exception):
@@ -67,6 +80,7 @@ class RunExecution:
         self._summaries = summaries
         self._settings = settings
         self._summary = summary_pb2.GlobalSummary()
+        self._language = languages.DEFAULT_LANGUAGE  # resolved when the run starts
         # Index of the last section the current summary covers (-1: none yet). A refinement
         # for an older section never replaces a summary that covers a newer one.
         self._summary_through = -1
@@ -87,6 +101,9 @@ class RunExecution:
         `resume`: the interrupted section starts again with its next attempt."""
         started = time.monotonic()
         status = events_pb2.RUN_STATUS_COMPLETED
+        # The same outline always gives the same language, so a generator taking a run over
+        # finds the one its run_started named.
+        self._language = await document_language(self._outline)
         if resume is None:
             self._log.append(
                 run_started=events_pb2.RunStarted(
@@ -95,6 +112,7 @@ class RunExecution:
                     section_ids=[s.id for s in self._outline.sections],
                     plan_source=self._plan_source,
                     title=self._outline.title,
+                    language=self._language,
                 )
             )
             resume = ResumePoint(next_index=0, next_attempt=1)
@@ -166,7 +184,16 @@ class RunExecution:
 
     async def _write_section(self, index: int, first_attempt: int = 1) -> tuple[str, float]:
         section = self._outline.sections[index]
-        messages = build_section_messages(self._outline, index, self.summary_text)
+        messages = build_section_messages(
+            self._outline, index, self.summary_text, language=self._language
+        )
+        shape = SectionShape(
+            target_tokens=section.target_tokens,
+            titles=(self._outline.title, section.title),
+            language=self._language,
+            stop=STOP_SEQUENCES,
+        )
+        max_tokens = math.ceil(section.target_tokens * self._settings.section_headroom)
         # A run taken over mid-section gets a whole new set of attempts: losing the
         # generator was not the LLM's fault.
         last_attempt = first_attempt + self._settings.section_attempts - 1
@@ -194,7 +221,8 @@ class RunExecution:
             try:
                 result = await self._writer.write(
                     messages,
-                    max_tokens=section.target_tokens,
+                    max_tokens=max_tokens,
+                    shape=shape,
                     on_delta=on_delta,
                     extra_headers=outgoing_headers(),
                 )
@@ -310,7 +338,10 @@ class RunExecution:
         """The first (fast) update for `section` on top of the current summary, and the stream
         it came on, which may still bring a refinement."""
         request = summary_pb2.UpdateSummaryRequest(
-            document_title=self._outline.title, previous=self._summary, section=section
+            document_title=self._outline.title,
+            previous=self._summary,
+            section=section,
+            language=self._language,
         )
         updates = self._summaries.update(
             request,
