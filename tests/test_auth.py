@@ -453,3 +453,50 @@ async def test_an_edge_process_bound_to_every_interface_without_a_secret_does_no
         await stop_process(process)
     assert process.returncode != 0
     assert b"DOCGEN_JWT_SECRET" in stderr
+
+
+# --- the user key (issue 18, item 7) ---------------------------------------------------------
+
+
+async def test_one_signer_keeps_the_plain_sub_as_user_id(idp: Idp) -> None:
+    hs_only = TokenVerifier(secret=SECRET, audience="docgen", issuer=None, leeway_s=0)
+    principal = await hs_only.verify(jwt.encode(claims(), SECRET, algorithm="HS256"))
+    assert (principal.user_id, principal.subject) == ("alice", "alice")
+    key = rsa_key()
+    idp.keys = [jwk(key, "k1")]
+    jwks_only = TokenVerifier(
+        secret=None, audience="docgen", issuer=None, leeway_s=0, jwks={ISSUER: keys_of(idp)}
+    )
+    token = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "k1"})
+    assert (await jwks_only.verify(token)).user_id == "alice"
+
+
+async def test_with_several_signers_the_user_is_signer_issuer_and_sub(idp: Idp) -> None:
+    key_a, key_b = rsa_key(), rsa_key()
+    idp.keys = [jwk(key_a, "k1")]
+    other = Idp()
+    await other.start()
+    try:
+        other.keys = [jwk(key_b, "k1")]
+        verifier = TokenVerifier(
+            secret=SECRET,
+            audience="docgen",
+            issuer=None,
+            leeway_s=0,
+            jwks={ISSUER: keys_of(idp), "https://other.test": keys_of(other)},
+        )
+        from_a = jwt.encode(claims(), key_a, algorithm="RS256", headers={"kid": "k1"})
+        from_b = jwt.encode(
+            claims(iss="https://other.test"), key_b, algorithm="RS256", headers={"kid": "k1"}
+        )
+        # The shared secret's holder claiming A's issuer is still not A's alice.
+        from_secret = jwt.encode(claims(iss=ISSUER), SECRET, algorithm="HS256")
+        principals = [await verifier.verify(t) for t in (from_a, from_b, from_secret)]
+    finally:
+        await other.stop()
+    assert [p.user_id for p in principals] == [
+        '["jwks","https://idp.test","alice"]',
+        '["jwks","https://other.test","alice"]',
+        '["hs256",null,"alice"]',
+    ]
+    assert {p.subject for p in principals} == {"alice"}

@@ -590,6 +590,30 @@ async def cancel_other_users_run(h: Harness) -> Outcome:
     return await _isolation(h, lambda run_id: {"type": "cancel", "run_id": run_id})
 
 
+async def same_sub_from_another_issuer(h: Harness) -> Outcome:
+    """One `sub` from identity providers A and B (and the shared secret) is three users: B's
+    "alice" can neither resume nor cancel A's "alice"'s run (issue 18, item 7)."""
+    sub = h.user()
+    victim = await h.stack.connect(h.rs(sub))  # issuer A
+    h.clients.append(victim)
+    assert victim.hello["user"] == sub  # the session frame shows the plain sub
+    await victim.send({"type": "generate", "outline": outline(title=SLOW_TITLE)})
+    started = await victim.recv_until(lambda f: f["type"] == "run_started")
+    run_id = started[-1]["run_id"]
+    answers: list[Outcome] = []
+    for token in (h.rs(sub, key=h.keys.b_rsa, issuer=ISSUER_B), h.hs(sub)):
+        other = await h.stack.connect(token)
+        h.clients.append(other)
+        await other.send({"type": "resume", "run_id": run_id, "after_seq": 0})
+        answers.append(await answer_then_ping(other))
+        await other.send({"type": "cancel", "run_id": run_id})
+        answers.append(await answer_then_ping(other))
+    frames = await victim.run_to_end(timeout=20)
+    assert frames[-1]["status"] == "completed", "another issuer's user touched this run"
+    assert len(set(answers)) == 1, answers
+    return answers[0]
+
+
 async def token_expiring_mid_stream(h: Harness) -> Outcome:
     user = h.user()
     client = await h.stack.connect(h.hs(user, exp=int(time.time()) + 2))
@@ -727,6 +751,7 @@ AIOHTTP_400 = Refused(400, None)
 INVALID_JSON = ErrorFrame("invalid_json")
 INVALID_FRAME = ErrorFrame("invalid_frame")
 INVALID_OUTLINE = ErrorFrame("invalid_outline")
+RUN_NOT_FOUND = ErrorFrame("run_not_found")
 
 # fmt: off
 MATRIX: list[Row] = [
@@ -819,6 +844,7 @@ MATRIX: list[Row] = [
     # --- isolation and token lifetime ----------------------------------------------------------
     Row("other user's run id: resume", resume_other_users_run, ErrorFrame("run_not_found")),
     Row("other user's run id: cancel", cancel_other_users_run, ErrorFrame("run_not_found")),
+    Row("same sub, other issuer: resume/cancel", same_sub_from_another_issuer, RUN_NOT_FOUND),
     Row("token expiring mid-stream", token_expiring_mid_stream, Closed(4500)),
 ]
 # fmt: on

@@ -6,6 +6,7 @@ Also a command to mint development tokens: `python -m services.edge.auth mint --
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import time
@@ -49,6 +50,9 @@ class AuthError(Exception):
 @dataclass(frozen=True)
 class Principal:
     user_id: str
+    """The key quotas and run ownership use: the `sub` when the edge accepts a single issuer,
+    else the issuer and the `sub` together (`user_key`), so one `sub` from two identity
+    providers is two users."""
     expires_at: float
     """Unix seconds; the socket is closed with 4500 when it passes."""
     issuer: str | None = None
@@ -56,6 +60,20 @@ class Principal:
     token: str = field(default="", repr=False, compare=False)
     """The verified JWT itself, forwarded to the planner when a run starts from a plan
     (docs/planner.md); kept out of `repr` so no log line can carry it."""
+    subject: str = ""
+    """The token's `sub`, as shown to the user (the `session` frame's `user`)."""
+
+    @property
+    def display_name(self) -> str:
+        return self.subject or self.user_id
+
+
+def user_key(signer: str, issuer: str | None, subject: str) -> str:
+    """The user id of `subject` as vouched for by a signer: `["hs256", null, sub]` for the
+    shared secret (whatever `iss` such a token claims, the secret's holder signed it), or
+    `["jwks", issuer, sub]` for the JWKS the token's key came from (issuer null: the JWKS for
+    any issuer). JSON, so no choice of issuer or subject makes two users' ids collide."""
+    return json.dumps([signer, issuer, subject], ensure_ascii=False, separators=(",", ":"))
 
 
 def offered_subprotocols(headers: Mapping[str, str]) -> list[str]:
@@ -133,6 +151,9 @@ class TokenVerifier:
         self._leeway_s = leeway_s
         self._jwks = dict(jwks or {})
         """Issuer -> its keys; the key None: one JWKS for any issuer (unchecked)."""
+        # Each configured signer (the shared secret, each JWKS) is one source of identities.
+        # With more than one, a `sub` alone is ambiguous: the user id is (signer, sub).
+        self.several_issuers = (secret is not None) + len(self._jwks) > 1
 
     async def verify(self, token: str) -> Principal:
         """The token's principal, or `AuthError` with a documented status and code. Whatever
@@ -160,9 +181,11 @@ class TokenVerifier:
             raise AuthError(401, "invalid_token", "the token's 'alg' header must be a string")
         if algorithm in HS_ALGORITHMS and self._secret is not None:
             claims = self._decode(token, self._secret, "HS256", self._issuer)
+            signer: tuple[str, str | None] = ("hs256", None)
         elif algorithm in JWKS_ALGORITHMS and self._jwks:
             key, issuer = await self._jwks_key(token, header)
             claims = self._decode(token, key.key, key.algorithm_name, issuer)
+            signer = ("jwks", issuer)
         else:
             raise AuthError(401, "invalid_token", "the token's algorithm is not accepted")
         subject = claims.get("sub")
@@ -176,10 +199,11 @@ class TokenVerifier:
         # A far-future exp must not overflow the float the socket's expiry timer needs.
         issuer = claims.get("iss")
         return Principal(
-            user_id=subject,
+            user_id=user_key(*signer, subject) if self.several_issuers else subject,
             expires_at=float(min(expires_at, 2**53)),
             issuer=issuer if isinstance(issuer, str) else None,
             token=token,
+            subject=subject,
         )
 
     async def _jwks_key(self, token: str, header: dict[str, Any]) -> tuple[jwt.PyJWK, str | None]:
