@@ -1,0 +1,297 @@
+"""Every run the generator owns: start, find (per user), cancel, subscriber accounting with
+a grace period, and expiry after the TTL. With a shared store (Redis) also runs written by
+other generators: found, followed and cancelled through the store, and taken over when their
+writer dies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from docgen.v1 import outline_pb2
+
+from services.common import metrics
+from services.common.logs import hash_user, set_log_context
+from services.common.tracing import new_trace_id
+from services.generator.errors import RunLogUnavailable, RunNotFound, TooManyRuns
+from services.generator.execution import RunExecution, SummaryUpdater
+from services.generator.outline import validate_outline
+from services.generator.resume import ResumePoint
+from services.generator.runlog import RunEventLog
+from services.generator.runstore import AdoptedRun, MemoryRunStore, RunStore
+from services.generator.section_writer import SectionWriter
+from services.generator.settings import GeneratorSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Run:
+    run_id: str
+    user_id: str
+    log: RunEventLog
+    task: asyncio.Task[None] | None = None
+    """None for a run another generator writes (found through a shared store)."""
+    subscribers: int = 0
+    grace_timer: asyncio.TimerHandle | None = None
+    cancel_requested: bool = field(default=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.log.closed
+
+
+class RunRegistry:
+    def __init__(
+        self,
+        *,
+        writer: SectionWriter,
+        summaries: SummaryUpdater,
+        settings: GeneratorSettings,
+        # The prefix keeps ids from starting with "-" (command lines read that as an option).
+        new_run_id: Callable[[], str] = lambda: "run_" + secrets.token_urlsafe(16),
+        store: RunStore | None = None,
+    ) -> None:
+        self._writer = writer
+        self._summaries = summaries
+        self._settings = settings
+        self._new_run_id = new_run_id
+        self._store: RunStore = store or MemoryRunStore()
+        self._runs: dict[str, Run] = {}
+        self._checks: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        await self._store.open(self)
+
+    @property
+    def active_runs(self) -> int:
+        return sum(1 for run in self._runs.values() if not run.ended)
+
+    async def start(
+        self,
+        outline: outline_pb2.Outline,
+        *,
+        user_id: str,
+        request_id: str = "",
+        trace_id: str | None = None,
+    ) -> Run:
+        validate_outline(outline, max_total_tokens=self._settings.max_outline_tokens)
+        active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
+        if active >= self._settings.max_active_runs_per_user:
+            raise TooManyRuns(
+                f"{active} runs are still going for this user (limit "
+                f"{self._settings.max_active_runs_per_user}); cancel one or wait for it to end"
+            )
+        if 0 < self._settings.max_active_runs <= self.active_runs:
+            raise TooManyRuns(
+                f"this generator is writing {self.active_runs} runs, its limit; "
+                "retry in a few seconds"
+            )
+        run_id = self._new_run_id()
+        trace_id = trace_id or new_trace_id()
+        run_log = await self._store.create(
+            run_id, user_id=user_id, outline=outline, request_id=request_id, trace_id=trace_id
+        )
+        run = Run(run_id=run_id, user_id=user_id, log=run_log)
+        context = self._launch(run, outline, request_id, trace_id, resume=None)
+        context.run(log.info, "run started", extra={"sections": len(outline.sections)})
+        return run
+
+    def adopt(self, adopted: AdoptedRun) -> None:
+        """Writes on a run taken over from a generator that died (called by the store)."""
+        run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
+        trace_id = adopted.trace_id or new_trace_id()
+        context = self._launch(
+            run, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
+        )
+        context.run(
+            log.info,
+            "run taken over",
+            extra={
+                "last_seq": adopted.log.last_seq,
+                "next_section": adopted.resume.next_index if adopted.resume else 0,
+                "attempt": adopted.resume.next_attempt if adopted.resume else 1,
+            },
+        )
+        if adopted.cancel_requested:
+            # After the task's first step, so that it ends the run with the usual frames.
+            loop = asyncio.get_running_loop()
+            loop.call_soon(lambda: self._cancel(run, reason="cancelled by its user"))
+
+    def _launch(
+        self,
+        run: Run,
+        outline: outline_pb2.Outline,
+        request_id: str,
+        trace_id: str,
+        *,
+        resume: ResumePoint | None,
+    ) -> contextvars.Context:
+        execution = RunExecution(
+            run_log=run.log,
+            outline=outline,
+            request_id=request_id,
+            writer=self._writer,
+            summaries=self._summaries,
+            settings=self._settings,
+        )
+        # The run's task logs with its own ids, and passes the trace id on to every hop.
+        context = contextvars.copy_context()
+        user = hash_user(run.user_id)
+        context.run(set_log_context, trace_id=trace_id, run_id=run.run_id, user=user)
+        run.task = asyncio.create_task(
+            self._write(run, execution, resume), name=f"run-{run.run_id}", context=context
+        )
+        metrics.ACTIVE_RUNS.inc()
+        run.task.add_done_callback(lambda _task: self._on_run_done(run))
+        self._runs[run.run_id] = run
+        # Nobody may ever subscribe (the caller vanished): the grace period applies from now.
+        self._arm_grace_timer(run)
+        return context
+
+    @staticmethod
+    async def _write(run: Run, execution: RunExecution, resume: ResumePoint | None) -> None:
+        try:
+            await execution.execute(resume)
+        finally:
+            await run.log.aclose()
+
+    async def find(self, run_id: str, *, user_id: str) -> Run:
+        run = self._runs.get(run_id)
+        if run is None and self._store.shared:
+            stored = await self._store.lookup(run_id)
+            if stored is not None:
+                run = Run(run_id=run_id, user_id=stored.user_id, log=stored.log)
+        if run is None or run.user_id != user_id:
+            raise RunNotFound(f"no run {run_id!r} for this user (unknown, expired, or not yours)")
+        return run
+
+    async def cancel(self, run_id: str, *, user_id: str) -> bool:
+        """Cancels the run; returns True when it had already ended (idempotent)."""
+        run = await self.find(run_id, user_id=user_id)
+        if run.ended:
+            return True
+        if run.task is None:
+            await self._store.request_cancel(run_id)  # another generator writes it
+            return False
+        self._cancel(run, reason="cancelled by its user")
+        return False
+
+    def cancel_local(self, run_id: str) -> None:
+        """A cancel that reached another generator (called by the store)."""
+        run = self._runs.get(run_id)
+        if run is not None and not run.ended:
+            self._cancel(run, reason="cancelled by its user")
+
+    def abandon(self, run_id: str, *, reason: str) -> None:
+        """Stops writing the run without ending it: another generator takes it over (its
+        lease was lost, the store was unreachable too long, or this generator is stopping)."""
+        run = self._runs.get(run_id)
+        if run is None or run.task is None:
+            return
+        del self._runs[run_id]
+        self._store.fence(run_id)
+        if run.grace_timer is not None:
+            run.grace_timer.cancel()
+            run.grace_timer = None
+        if not run.task.done():
+            log.warning("run handed over", extra={"run_id": run_id, "reason": reason})
+            run.cancel_requested = True
+            run.task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, run: Run) -> AsyncIterator[Run]:
+        """Counts a follower for the grace period while the block runs."""
+        run.subscribers += 1
+        metrics.RUN_SUBSCRIBERS.inc()
+        if run.grace_timer is not None:
+            run.grace_timer.cancel()
+            run.grace_timer = None
+        try:
+            await self._store.watch(run.run_id)
+            yield run
+        finally:
+            self._store.unwatch(run.run_id)
+            run.subscribers -= 1
+            metrics.RUN_SUBSCRIBERS.dec()
+            if run.subscribers == 0 and not run.ended and run.task is not None:
+                self._arm_grace_timer(run)
+
+    async def close(self) -> None:
+        """Cancels every unfinished run and waits until each has appended `run_end`. With a
+        shared store the runs are handed over instead: another generator takes each one over
+        and restarts its current section."""
+        tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
+        for run in list(self._runs.values()):
+            if run.ended:
+                continue
+            if self._store.shared:
+                self.abandon(run.run_id, reason="generator shutting down")
+            else:
+                self._cancel(run, reason="generator shutting down")
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for check in list(self._checks):
+            check.cancel()
+        await self._store.close()
+
+    async def disconnect(self) -> None:
+        """Closes the store's connections (after the last follower's stream)."""
+        await self._store.disconnect()
+
+    def _cancel(self, run: Run, *, reason: str) -> None:
+        # An ended run may still be storing its last events: never cut that short.
+        if run.task is None or run.task.done() or run.ended:
+            return
+        if not run.cancel_requested:
+            run.cancel_requested = True
+            log.info("run cancelling", extra={"run_id": run.run_id, "reason": reason})
+            run.task.cancel()
+
+    def _arm_grace_timer(self, run: Run, delay_s: float | None = None) -> None:
+        if run.grace_timer is not None:
+            run.grace_timer.cancel()
+        loop = asyncio.get_running_loop()
+        run.grace_timer = loop.call_later(
+            self._settings.run_grace_s if delay_s is None else delay_s, self._grace_expired, run
+        )
+
+    def _grace_expired(self, run: Run) -> None:
+        if not self._store.shared:
+            self._cancel(run, reason="no subscriber for the grace period")
+            return
+        # Followers may be attached through other generators: ask the store first.
+        check = asyncio.create_task(self._check_followers(run))
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
+
+    async def _check_followers(self, run: Run) -> None:
+        try:
+            followed_for = await self._store.followed_for(run.run_id)
+        except RunLogUnavailable:
+            followed_for = self._settings.run_grace_s
+        if run.subscribers or run.ended or self._runs.get(run.run_id) is not run:
+            return
+        if followed_for > 0:
+            self._arm_grace_timer(run, followed_for)
+        else:
+            self._cancel(run, reason="no subscriber for the grace period")
+
+    def _on_run_done(self, run: Run) -> None:
+        metrics.ACTIVE_RUNS.dec()
+        if run.grace_timer is not None:
+            run.grace_timer.cancel()
+            run.grace_timer = None
+        if self._store.shared:
+            # The store keeps it (for the TTL): find() reads it from there.
+            if self._runs.get(run.run_id) is run:
+                del self._runs[run.run_id]
+            return
+        asyncio.get_running_loop().call_later(
+            self._settings.run_ttl_s, self._runs.pop, run.run_id, None
+        )
