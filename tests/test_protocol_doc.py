@@ -11,13 +11,21 @@ from typing import Any
 
 import pytest
 
+import yaml
+
+from services.edge.frames import REFUSAL_CLOSE_CODES
 from services.edge.session import CloseCode
 from tests.support import transcript
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
 EDGE = ROOT / "services" / "edge"
+ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
 REGENERATE = "regenerate with: .venv/bin/python scripts/protocol_transcript.py"
+# Close codes the edge does not choose but clients see: aiohttp's own (1000 answering the
+# client's close, 1002 protocol error, 1007 bad UTF-8, 1009 too big) and 1006 (no close
+# frame: a dropped connection).
+LIBRARY_CLOSE_CODES = {1000, 1002, 1006, 1007, 1009}
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +70,7 @@ def test_every_frame_type_is_documented(doc: str) -> None:
         *schema("client-frame.json")["properties"]["type"]["enum"],
         *schema("server-frame.json")["properties"]["type"]["enum"],
     ]
-    assert len(types) == 12
+    assert len(types) == 16
     for frame_type in types:
         assert f"### `{frame_type}`" in doc or f"`{frame_type}` as a run event" in doc, frame_type
 
@@ -114,23 +122,75 @@ def test_every_schema_field_is_documented(doc: str) -> None:
     assert not missing, f"schema fields not mentioned in docs/protocol.md: {missing}"
 
 
-def test_every_close_code_is_in_the_close_code_table(doc: str) -> None:
-    codes = [v for k, v in vars(CloseCode).items() if k.isupper() and isinstance(v, int)]
+def close_codes() -> set[int]:
+    """Every close code a client can see: the session's, the handshake refusals', and the
+    WebSocket library's."""
+    codes = {v for k, v in vars(CloseCode).items() if k.isupper() and isinstance(v, int)}
     assert codes
-    for code in [*codes, 1009, 1007]:
+    return codes | set(REFUSAL_CLOSE_CODES.values()) | LIBRARY_CLOSE_CODES
+
+
+@pytest.fixture(scope="module")
+def asyncapi() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(ASYNCAPI.read_text(encoding="utf-8"))
+    return loaded
+
+
+def test_every_close_code_is_in_the_close_code_table(doc: str) -> None:
+    for code in sorted(close_codes()):
         assert f"| **{code}** |" in doc, f"close code {code} is missing from the close-code table"
 
 
-def test_every_handshake_rejection_is_documented(doc: str) -> None:
-    """Every (HTTP status, code) the edge answers a handshake with is in a table of the doc."""
+def test_every_close_code_is_in_asyncapi(asyncapi: dict[str, Any]) -> None:
+    description = asyncapi["channels"]["sections"]["description"]
+    for code in sorted(close_codes()):
+        assert f"| {code} |" in description, f"close code {code} is missing from asyncapi.yaml"
+
+
+def test_every_refusal_close_names_its_code_in_both_documents(
+    doc: str, asyncapi: dict[str, Any]
+) -> None:
+    description = asyncapi["channels"]["sections"]["description"]
+    for code, close in REFUSAL_CLOSE_CODES.items():
+        assert re.search(rf"\|\s*{close}\s*\|\s*`{code}`\s*\|", doc), (code, close)
+        assert re.search(rf"\|\s*{close}\s*\|[^|\n]*`{code}`", description), (code, close)
+        assert (4500 <= close <= 4999) != (code in ("too_many_connections", "auth_unavailable"))
+
+
+def test_every_error_code_is_in_asyncapi(asyncapi: dict[str, Any]) -> None:
+    """The codes of schemas/server/error.json (which the test above checks against the code)
+    are all named in the AsyncAPI document's `error` message."""
+    definitions = schema("server/error.json")["definitions"]
+    codes = {
+        *definitions["run_error"]["properties"]["code"]["enum"],
+        *definitions["frame_error"]["properties"]["code"]["enum"],
+    }
+    description = asyncapi["components"]["messages"]["error"]["description"]
+    missing = sorted(code for code in codes if f"`{code}`" not in description)
+    assert not missing, f"error codes missing from asyncapi.yaml's error message: {missing}"
+
+
+def test_every_handshake_answer_is_in_asyncapi(asyncapi: dict[str, Any]) -> None:
+    description = asyncapi["channels"]["sections"]["description"]
+    for status, code in handshake_answers():
+        assert re.search(rf"\|\s*{status}\s*\|\s*`{code}`\s*\|", description), (status, code)
+
+
+def handshake_answers() -> set[tuple[str, str]]:
+    """Every (HTTP status, code) the edge answers a WebSocket handshake with."""
     answers: set[tuple[str, str]] = set()
     for path in EDGE.glob("*.py"):
         text = path.read_text(encoding="utf-8")
         answers.update(re.findall(r'(?:json_error|AuthError)\(\s*(\d{3}),\s*"(\w+)"', text))
     assert ("401", "missing_token") in answers and ("503", "shutting_down") in answers
+    return answers
+
+
+def test_every_handshake_rejection_is_documented(doc: str) -> None:
+    """Every (HTTP status, code) the edge answers a handshake with is in a table of the doc."""
     undocumented = sorted(
         f"{status} {code}"
-        for status, code in answers
+        for status, code in handshake_answers()
         if not re.search(rf"\|\s*{status}\s*\|\s*`{code}`\s*\|", doc)
     )
     assert not undocumented, f"handshake answers missing from docs/protocol.md: {undocumented}"

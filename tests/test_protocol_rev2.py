@@ -5,6 +5,7 @@ side (AttachRun's first `run` message, ListRuns, idempotent StartRun, CancelRun'
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -256,3 +257,255 @@ async def test_start_run_is_idempotent_by_request_id_and_list_runs_lists_the_use
         assert list(nobody.runs) == []
         limits = await stub.GetLimits(generator_pb2.GetLimitsRequest(), timeout=5)
         assert (limits.max_runs_per_user, limits.max_outline_tokens) == (4, 32768)
+
+
+# --- the WebSocket side: session, acks, refresh, runs, idempotent generate ------------------
+
+
+@pytest.fixture
+async def ws_stack(runlog_url: str | None) -> AsyncIterator[Stack]:
+    stack = await start_stack(runlog_url=runlog_url, edge={"jwt_leeway_s": 0.0})
+    yield stack
+    await stack.close()
+
+
+async def finished_run(stack: Stack, request_id: str = "r-1") -> list[dict[str, Any]]:
+    client = await stack.connect()
+    await client.send({"type": "generate", "request_id": request_id, "outline": OUTLINE_3})
+    frames = await client.run_to_end()
+    await client.close()
+    return frames
+
+
+async def test_the_session_frame_comes_first_and_says_what_the_client_can_hit(
+    ws_stack: Stack,
+) -> None:
+    import time
+
+    exp = int(time.time()) + 600
+    client = await ws_stack.connect(ws_stack.token("alice", exp=exp))
+    hello = client.hello
+    assert (hello["type"], hello["user"], hello["token_expires_at"]) == ("session", "alice", exp * 1000)
+    assert "seq" not in hello and hello["session_id"].startswith("ses_")
+    assert hello["heartbeat_s"] == ws_stack.edge_settings.heartbeat_s
+    assert hello["limits"]["max_frame_bytes"] == ws_stack.edge_settings.max_frame_bytes
+    assert (hello["limits"]["max_runs_per_user"], hello["limits"]["max_outline_tokens"]) == (
+        4,
+        32768,
+    )
+    assert hello["server"]["version"]
+
+
+async def test_resume_at_the_end_of_an_ended_run_gets_the_ack_alone(ws_stack: Stack) -> None:
+    import time
+
+    frames = await finished_run(ws_stack)
+    run_id, last = frames[0]["run_id"], frames[-1]["seq"]
+    client = await ws_stack.connect()
+    started = time.monotonic()
+    await client.send({"type": "resume", "request_id": "z-1", "run_id": run_id, "after_seq": last})
+    ack = await client.recv(timeout=1.0)
+    assert time.monotonic() - started < 1.0
+    assert ack == {
+        **ack,
+        "type": "ack",
+        "command": "resume",
+        "request_id": "z-1",
+        "run_id": run_id,
+        "status": "completed",
+        "last_seq": last,
+    }
+    await client.send({"type": "ping", "request_id": "after"})
+    assert (await client.recv())["type"] == "pong"  # nothing else came
+
+
+async def test_resume_is_acked_before_the_replayed_events(ws_stack: Stack) -> None:
+    frames = await finished_run(ws_stack)
+    run_id, last = frames[0]["run_id"], frames[-1]["seq"]
+    client = await ws_stack.connect()
+    await client.send({"type": "resume", "run_id": run_id, "after_seq": 2})
+    replay = await client.run_to_end()
+    assert (replay[0]["type"], replay[0]["status"], replay[0]["last_seq"]) == ("ack", "completed", last)
+    assert "request_id" not in replay[0]  # the resume had none: absent, never null
+    assert [f["seq"] for f in replay[1:]] == list(range(3, last + 1))
+
+
+async def test_cancel_is_acked_with_the_status_it_found(ws_stack: Stack) -> None:
+    frames = await finished_run(ws_stack)
+    client = await ws_stack.connect()
+    await client.send({"type": "cancel", "request_id": "c-1", "run_id": frames[0]["run_id"]})
+    ack = await client.recv(timeout=1.0)
+    assert (ack["type"], ack["command"], ack["status"], ack["request_id"]) == (
+        "ack",
+        "cancel",
+        "completed",
+        "c-1",
+    )
+
+
+async def test_cancel_of_a_running_run_is_acked_running_then_the_run_ends_cancelled() -> None:
+    stack = await start_stack(
+        ScriptedLLM(lambda n, _b: Reply(tokens=["slow"] * 50, token_delay_s=0.05))
+    )
+    try:
+        client = await stack.connect()
+        await client.send({"type": "generate", "outline": OUTLINE_3})
+        started = await client.recv_until(lambda f: f["type"] == "section_chunk")
+        await client.send({"type": "cancel", "request_id": "c-2", "run_id": started[0]["run_id"]})
+        rest = await client.run_to_end()
+    finally:
+        await stack.close()
+    acks = [f for f in rest if f["type"] == "ack"]
+    assert [(a["command"], a["status"], a["request_id"]) for a in acks] == [
+        ("cancel", "running", "c-2")
+    ]
+    assert rest[-1]["status"] == "cancelled"
+
+
+async def test_generate_again_after_losing_the_socket_replays_the_same_run(
+    ws_stack: Stack,
+) -> None:
+    frame = {"type": "generate", "request_id": "g-1", "outline": OUTLINE_3}
+    lost = await ws_stack.connect()
+    await lost.send(frame)
+    # The socket dies before run_started was read, like a laptop lid closing.
+    lost.ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    await lost.session.close()
+
+    again = await ws_stack.connect()
+    await again.send(frame)
+    frames = await again.run_to_end()
+    assert frames[0]["type"] == "run_started" and frames[0]["request_id"] == "g-1"
+    assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))  # from seq 1
+    await again.send({"type": "runs", "request_id": "l-1"})
+    listing = await again.recv()
+    assert [r["run_id"] for r in listing["runs"]] == [frames[0]["run_id"]]  # one run only
+    documents = {r.prompt_text.split("\n")[0] for r in ws_stack.llm.requests}
+    assert len(ws_stack.llm.requests) == len(OUTLINE_3["sections"]), documents
+
+
+async def test_runs_lists_this_users_resumable_runs(ws_stack: Stack) -> None:
+    first = await finished_run(ws_stack, "a")
+    second = await finished_run(ws_stack, "b")
+    client = await ws_stack.connect()
+    await client.send({"type": "runs", "request_id": "l-2"})
+    ack = await client.recv()
+    assert (ack["type"], ack["command"], ack["request_id"]) == ("ack", "runs", "l-2")
+    assert [(r["run_id"], r["status"], r["last_seq"]) for r in ack["runs"]] == [
+        (first[0]["run_id"], "completed", first[-1]["seq"]),
+        (second[0]["run_id"], "completed", second[-1]["seq"]),
+    ]
+    assert all(r["document_id"] == OUTLINE_3["document_id"] for r in ack["runs"])
+    other = await ws_stack.connect(ws_stack.token("bob"))
+    await other.send({"type": "runs"})
+    assert (await other.recv())["runs"] == []
+
+
+async def test_refresh_extends_the_socket_and_refuses_another_user(ws_stack: Stack) -> None:
+    import time
+
+    now = int(time.time())
+    client = await ws_stack.connect(ws_stack.token("alice", exp=now + 2))
+    await client.send({"type": "refresh", "request_id": "t-1", "token": ws_stack.token("bob")})
+    refused = await client.recv()
+    assert (refused["type"], refused["code"], refused["request_id"]) == (
+        "error",
+        "token_user_mismatch",
+        "t-1",
+    )
+    expired = ws_stack.token("alice", exp=now - 60, iat=now - 120)
+    await client.send({"type": "refresh", "request_id": "t-2", "token": expired})
+    assert (await client.recv())["code"] == "token_expired"
+    await client.send(
+        {"type": "refresh", "request_id": "t-3", "token": ws_stack.token("alice", exp=now + 3600)}
+    )
+    ack = await client.recv()
+    assert (ack["command"], ack["token_expires_at"]) == ("refresh", (now + 3600) * 1000)
+    assert ack["token_expires_at"] > client.hello["token_expires_at"]
+    await asyncio.sleep(max(0.0, now + 2.5 - time.time()))  # past the first token's exp
+    await client.send({"type": "ping", "request_id": "alive"})
+    assert (await client.recv())["type"] == "pong"
+
+
+async def test_a_refused_refresh_keeps_the_old_expiry(ws_stack: Stack) -> None:
+    import time
+
+    now = int(time.time())
+    client = await ws_stack.connect(ws_stack.token("alice", exp=now + 2))
+    await client.send({"type": "refresh", "token": ws_stack.token("bob", exp=now + 3600)})
+    assert (await client.recv())["code"] == "token_user_mismatch"
+    message = await client.ws.receive(timeout=10)
+    assert (message.type, message.data, message.extra) == (
+        aiohttp.WSMsgType.CLOSE,
+        4500,
+        "token_expired",
+    )
+
+
+# --- paced replay -----------------------------------------------------------------------------
+
+LONG_DELTA = "x" * 200  # big frames: a replay that were not paced would overflow every buffer
+
+
+@pytest.mark.timeout(600)
+async def test_a_40k_event_replay_to_a_slow_reader_is_paced_not_cut(
+    runlog_url: str | None,
+) -> None:
+    from tests.support.raw_ws import RawWebSocket
+
+    sections = 20
+    tokens_per_section = 2000
+    outline = {
+        "document_id": "long",
+        "title": "A very long run",
+        "sections": [
+            {"id": f"s{i}", "title": f"Part {i}", "target_tokens": 4096} for i in range(sections)
+        ],
+    }
+    stack = await start_stack(
+        ScriptedLLM(lambda n, _b: Reply(tokens=[LONG_DELTA] * tokens_per_section)),
+        runlog_url=runlog_url,
+        generator={"max_outline_tokens": sections * 4096},
+        edge={"send_queue_frames": 256},
+    )
+    try:
+        frames = await finished_run_of(stack, outline)
+        last = frames[-1]["seq"]
+        assert last >= 40_000 and frames[-1]["status"] == "completed"
+        raw = await RawWebSocket.connect(
+            "127.0.0.1",
+            stack.edge_port,
+            protocols=f"docgen.v1, bearer.{stack.token()}",
+            rcvbuf=16384,
+        )
+        try:
+            assert raw.status == 101
+            raw.send(
+                json.dumps({"type": "resume", "run_id": frames[0]["run_id"], "after_seq": 0}).encode()
+            )
+            seqs = []
+            while True:
+                frame = await asyncio.wait_for(raw.recv(), 30)
+                if frame.opcode == 0x9:  # the heartbeat: answered, as any WebSocket client does
+                    raw.send(frame.payload, opcode=0xA)
+                    continue
+                assert frame.opcode == 0x1, f"closed with {frame.close_code} after {len(seqs)}"
+                decoded = json.loads(frame.payload)
+                if "seq" in decoded:
+                    seqs.append(decoded["seq"])
+                    if decoded["type"] == "run_end":
+                        break
+                await asyncio.sleep(0.001)  # a slow reader: about 1 ms per frame
+            assert seqs == list(range(1, last + 1))
+        finally:
+            raw.close()
+    finally:
+        await stack.close()
+
+
+async def finished_run_of(stack: Stack, outline: dict[str, Any]) -> list[dict[str, Any]]:
+    client = await stack.connect()
+    await client.send({"type": "generate", "outline": outline})
+    frames = await client.run_to_end(timeout=600)
+    await client.close()
+    return frames

@@ -20,6 +20,7 @@ from services.edge.generator_client import (
     GeneratorError,
     GeneratorUnavailable,
     RunEvent,
+    RunInfo,
     RunNotFound,
 )
 from services.edge.schemas import FrameValidator
@@ -68,15 +69,18 @@ class FakeGenerator:
 
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int
-    ) -> AsyncGenerator[RunEvent, None]:
+    ) -> AsyncGenerator[RunInfo | RunEvent, None]:
         self.calls.append(("follow", user_id, after_seq))
         return self._play()
 
-    async def cancel(self, run_id: str, *, user_id: str) -> bool:
+    async def cancel(self, run_id: str, *, user_id: str) -> events_pb2.RunStatus.ValueType:
         self.cancelled.append(run_id)
         if self.cancel_error is not None:
             raise self.cancel_error
-        return False
+        return events_pb2.RUN_STATUS_RUNNING
+
+    async def list_runs(self, *, user_id: str) -> list[RunInfo]:
+        return []
 
     async def _play(self) -> AsyncGenerator[RunEvent, None]:
         events, error = self.scripts.pop(0) if self.scripts else ([], None)
@@ -112,7 +116,9 @@ def connect(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]]) 
         app = web.Application()
         app.router.add_get("/ws", handler)
         client = await aiohttp_client(app)
-        return await client.ws_connect("/ws")
+        ws = await client.ws_connect("/ws")
+        assert (await ws.receive_json())["type"] == "session"  # always the first frame
+        return ws
 
     return open_socket
 

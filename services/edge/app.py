@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -28,7 +29,7 @@ from services.edge.auth import (
 )
 from services.edge.document import document_handler
 from services.edge.frames import REFUSAL_CLOSE_CODES
-from services.edge.generator_client import GeneratorClient
+from services.edge.generator_client import GeneratorClient, GeneratorError
 from services.edge.http_guard import GuardedSite, mark_authenticated
 from services.edge.jwks import JwksKeys
 from services.edge.limits import ConnectionLimiter, PendingConnections
@@ -55,6 +56,18 @@ SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("socket
 SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
 CONNECTIONS = web.AppKey("connections", ConnectionLimiter)
 PENDING = web.AppKey("pending", PendingConnections)
+GENERATOR_LIMITS: web.AppKey[dict[str, Any]] = web.AppKey("generator_limits")
+# The generator's limits change only with its configuration: asked again after this long, or
+# sooner after a failure (then the `session` frame goes without them).
+LIMITS_TTL_S = 60.0
+LIMITS_RETRY_S = 5.0
+LIMITS_TIMEOUT_S = 0.5
+# The kernel's send buffer of one socket. Left to autotuning it grows to megabytes, and a
+# slow reader then has seconds of frames queued ahead of the heartbeat's ping: its pong comes
+# too late and a live client is dropped. Small, the backlog waits in the session's outbox
+# instead (replays wait there for room; see session.py), and a ping reaches the client
+# within a fraction of a second of frames.
+WS_SEND_BUFFER_BYTES = 128 * 1024
 
 # aiohttp's own loggers can quote a request line or header (with a token in it); these get
 # the redacting filter however the server was started.
@@ -142,6 +155,9 @@ async def serve_socket(
     app = request.app
     settings = app[SETTINGS]
     await ws.prepare(request)
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER_BYTES)
     metrics.WS_HANDSHAKE_SECONDS.observe(time.perf_counter() - started)
     app[SOCKETS].add(ws)
     session = SocketSession(
@@ -150,6 +166,8 @@ async def serve_socket(
         generator=app[GENERATOR],
         validator=app[VALIDATOR],
         settings=settings,
+        verifier=app[VERIFIER],
+        generator_limits=await generator_limits(app),
     )
     metrics.WS_OPEN_SOCKETS.inc()
     opened = time.monotonic()
@@ -168,6 +186,21 @@ async def serve_socket(
                 },
             )
     return ws
+
+
+async def generator_limits(app: web.Application) -> dict[str, int]:
+    """The generator's limits for the `session` frame, cached (`LIMITS_TTL_S`)."""
+    cache = app[GENERATOR_LIMITS]
+    now = time.monotonic()
+    if now < cache.get("fresh_until", 0.0):
+        return dict(cache.get("limits", {}))
+    try:
+        limits = await app[GENERATOR].limits(timeout_s=LIMITS_TIMEOUT_S)
+    except GeneratorError:
+        cache["fresh_until"] = now + LIMITS_RETRY_S
+        return dict(cache.get("limits", {}))
+    cache.update(limits=limits, fresh_until=now + LIMITS_TTL_S)
+    return dict(limits)
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -199,7 +232,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    generator_channel = channel(settings.generator_addr, settings.grpc_tls)
+    generator_channel = channel(
+        settings.generator_addr, settings.grpc_tls, settings.grpc_peer_auth
+    )
     app[GENERATOR_CHANNEL] = generator_channel
     app[GENERATOR] = GeneratorClient(
         generator_channel,
@@ -273,6 +308,7 @@ def create_app(settings: EdgeSettings) -> web.Application:
     app[VALIDATOR] = FrameValidator()
     app[SOCKETS] = weakref.WeakSet()
     app[SHUTTING_DOWN] = [False]
+    app[GENERATOR_LIMITS] = {}
     app.cleanup_ctx.append(generator_channel_ctx)
     app.on_shutdown.append(on_shutdown)
     app.router.add_get("/", index)

@@ -24,6 +24,9 @@ _RUN_STATUSES = {
     events_pb2.RUN_STATUS_FAILED: "failed",
     events_pb2.RUN_STATUS_CANCELLED: "cancelled",
 }
+# In answers about a run (`ack`), not in `run_end`: a run still being written.
+_CURRENT_STATUSES = {**_RUN_STATUSES, events_pb2.RUN_STATUS_RUNNING: "running"}
+MAX_SAFE_INTEGER = 2**53 - 1
 _PLAN_SOURCES = {
     events_pb2.PLAN_SOURCE_INLINE: "inline",
     events_pb2.PLAN_SOURCE_PLANNER: "planner",
@@ -197,3 +200,65 @@ def outline_from_frame(outline: dict[str, Any]) -> outline_pb2.Outline:
             for section in outline["sections"]
         ],
     )
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def session_frame(
+    *,
+    session_id: str,
+    user: str,
+    heartbeat_s: float,
+    token_expires_at_s: float,
+    limits: dict[str, int | float],
+    version: str,
+) -> dict[str, Any]:
+    """The first frame on every socket (revision 2): no `seq`, not part of any run."""
+    return {
+        "v": PROTOCOL_VERSION,
+        "type": "session",
+        "ts": _now_ms(),
+        "session_id": session_id,
+        "user": user,
+        "heartbeat_s": heartbeat_s,
+        "token_expires_at": expiry_ms(token_expires_at_s),
+        "limits": limits,
+        "server": {"version": version},
+    }
+
+
+def expiry_ms(expires_at_s: float) -> int:
+    """A token's `exp` in Unix ms, kept within what a JavaScript number holds exactly."""
+    return min(int(expires_at_s * 1000), MAX_SAFE_INTEGER)
+
+
+def status_name(status: int) -> str:
+    """`running`, `completed`, `failed` or `cancelled`."""
+    return _CURRENT_STATUSES[status]  # type: ignore[index]
+
+
+def ack_frame(command: str, request_id: str | None, **result: Any) -> dict[str, Any]:
+    """The one answer to `resume`, `cancel`, `refresh` or `runs`: no `seq`."""
+    frame: dict[str, Any] = {
+        "v": PROTOCOL_VERSION,
+        "type": "ack",
+        "command": command,
+        "ts": _now_ms(),
+    }
+    if request_id is not None:
+        frame["request_id"] = request_id
+    frame.update(result)
+    return frame
+
+
+def run_listing(info: events_pb2.RunInfo) -> dict[str, Any]:
+    """One entry of `ack{command: "runs"}.runs`."""
+    return {
+        "run_id": info.run_id,
+        "document_id": info.document_id,
+        "status": status_name(info.status),
+        "last_seq": info.last_seq,
+        "started_at": info.started_at_unix_ms,
+    }

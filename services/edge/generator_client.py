@@ -23,7 +23,7 @@ travel as their protocol code in the `docgen-error-code` trailing metadata.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 from docgen.v1 import document_pb2, events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
@@ -31,6 +31,8 @@ from docgen.v1 import document_pb2, events_pb2, generator_pb2, generator_pb2_grp
 from services.common.tracing import outgoing_metadata
 
 RunEvent = events_pb2.RunEvent
+RunInfo = events_pb2.RunInfo
+RunStatus = events_pb2.RunStatus.ValueType
 
 
 class GeneratorError(Exception):
@@ -158,12 +160,18 @@ class Generator(Protocol):
 
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int
-    ) -> AsyncGenerator[RunEvent, None]:
-        """Yields the run's events after `after_seq`, stored then live."""
+    ) -> AsyncGenerator[RunInfo | RunEvent, None]:
+        """Yields the run's `RunInfo` (its status and last `seq` now), then its events after
+        `after_seq`, stored then live."""
         ...
 
-    async def cancel(self, run_id: str, *, user_id: str) -> bool:
-        """Cancels the run; True when it had already ended."""
+    async def cancel(self, run_id: str, *, user_id: str) -> RunStatus:
+        """Cancels the run; returns its status when the cancel arrived (running, or how it
+        had already ended)."""
+        ...
+
+    async def list_runs(self, *, user_id: str) -> list[RunInfo]:
+        """The user's runs that can still be resumed."""
         ...
 
     def start_plan(
@@ -234,7 +242,7 @@ class GeneratorClient:
 
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int
-    ) -> AsyncGenerator[RunEvent, None]:
+    ) -> AsyncGenerator[RunInfo | RunEvent, None]:
         return _events(
             self._stub.AttachRun(
                 generator_pb2.AttachRunRequest(run_id=run_id, user_id=user_id, after_seq=after_seq),
@@ -243,7 +251,7 @@ class GeneratorClient:
             )
         )
 
-    async def cancel(self, run_id: str, *, user_id: str) -> bool:
+    async def cancel(self, run_id: str, *, user_id: str) -> RunStatus:
         try:
             response = await self._stub.CancelRun(
                 generator_pb2.CancelRunRequest(run_id=run_id, user_id=user_id),
@@ -252,18 +260,47 @@ class GeneratorClient:
             )
         except grpc.aio.AioRpcError as error:
             raise error_from_status(error) from error
-        return response.already_ended
+        return response.status
+
+    async def list_runs(self, *, user_id: str) -> list[RunInfo]:
+        try:
+            response = await self._stub.ListRuns(
+                generator_pb2.ListRunsRequest(user_id=user_id),
+                timeout=self._unary_timeout_s,
+                metadata=outgoing_metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_status(error) from error
+        return list(response.runs)
+
+    async def limits(self, *, timeout_s: float) -> dict[str, int]:
+        """The generator's limits a client can hit, for the `session` frame."""
+        try:
+            response = await self._stub.GetLimits(
+                generator_pb2.GetLimitsRequest(), timeout=timeout_s, metadata=outgoing_metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_status(error) from error
+        return {
+            "max_runs_per_user": response.max_runs_per_user,
+            "max_outline_tokens": response.max_outline_tokens,
+            "max_sections": response.max_sections,
+            "max_target_tokens": response.max_target_tokens,
+        }
 
 
-async def _events(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[RunEvent, None]:
-    """The events of a StartRun/AttachRun stream; the call is cancelled however the caller
-    stops reading, so the generator sees the follower leave."""
+async def _events(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[Any, None]:
+    """The items of a StartRun/AttachRun stream: events, and AttachRun's opening `RunInfo`;
+    the call is cancelled however the caller stops reading, so the generator sees the
+    follower leave."""
     try:
         async for response in call:
-            # Only events: other items of a stream (AttachRun's opening `RunInfo`) are not
-            # part of the run's log.
             if response.HasField("event"):
                 yield response.event
+            elif isinstance(response, generator_pb2.AttachRunResponse) and response.HasField(
+                "run"
+            ):
+                yield response.run
     except grpc.aio.AioRpcError as error:
         raise error_from_status(error) from error
     finally:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
+from importlib import metadata
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -16,8 +18,14 @@ from services.common import metrics
 from services.common.logs import bind_log_context, set_log_context
 from services.common.tracing import new_trace_id
 from services.edge import frames
-from services.edge.auth import Principal
-from services.edge.generator_client import Generator, GeneratorError, GeneratorUnavailable, RunEvent
+from services.edge.auth import AuthError, Principal, TokenVerifier
+from services.edge.generator_client import (
+    Generator,
+    GeneratorError,
+    GeneratorUnavailable,
+    RunEvent,
+    RunInfo,
+)
 from services.edge.limits import FrameRateLimit
 from services.edge.schemas import FrameValidator
 from services.edge.settings import EdgeSettings
@@ -40,6 +48,16 @@ REATTACH_ATTEMPTS = 5
 REATTACH_BACKOFF_S = 0.2
 
 
+def _server_version() -> str:
+    try:
+        return metadata.version("docgen")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "0+unknown"
+
+
+SERVER_VERSION = _server_version()
+
+
 class SocketSession:
     def __init__(
         self,
@@ -49,12 +67,18 @@ class SocketSession:
         generator: Generator,
         validator: FrameValidator,
         settings: EdgeSettings,
+        verifier: TokenVerifier | None = None,
+        generator_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._ws = ws
         self._principal = principal
         self._generator = generator
         self._validator = validator
         self._settings = settings
+        self._verifier = verifier
+        """Checks the tokens of `refresh` frames (None: `refresh` is refused)."""
+        self._generator_limits = dict(generator_limits or {})
+        self._expiry: asyncio.TimerHandle | None = None
         # (encoded frame, its event time in Unix ms or 0): the time feeds the relay metric.
         self._outbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue(
             maxsize=settings.send_queue_frames
@@ -65,14 +89,8 @@ class SocketSession:
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_outbox())
-        # The leeway that let the token in also applies here, so a token accepted within it is
-        # not closed the moment the socket opens.
-        expiry = asyncio.get_running_loop().call_later(
-            max(0.0, self._principal.expires_at + self._settings.jwt_leeway_s - time.time()),
-            self._close_soon,
-            CloseCode.TOKEN_EXPIRED,
-            "token expired",
-        )
+        self._send(self._session_frame())  # first, before any answer or event
+        self._arm_expiry()
         rate = FrameRateLimit(
             rate=self._settings.frames_per_s,
             burst=self._settings.frame_burst,
@@ -104,11 +122,43 @@ class SocketSession:
                 elif message.type == WSMsgType.ERROR:
                     break
         finally:
-            expiry.cancel()
+            if self._expiry is not None:
+                self._expiry.cancel()
             tasks = [*self._followers.values(), *self._pending, writer]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _session_frame(self) -> dict[str, Any]:
+        settings = self._settings
+        return frames.session_frame(
+            session_id="ses_" + secrets.token_urlsafe(12),
+            user=self._principal.display_name,
+            heartbeat_s=settings.heartbeat_s,
+            token_expires_at_s=self._principal.expires_at,
+            limits={
+                "max_frame_bytes": settings.max_frame_bytes,
+                "frames_per_s": settings.frames_per_s,
+                "frame_burst": settings.frame_burst,
+                "send_queue_frames": settings.send_queue_frames,
+                "max_sockets_per_user": settings.max_sockets_per_user,
+                **self._generator_limits,
+            },
+            version=SERVER_VERSION,
+        )
+
+    def _arm_expiry(self) -> None:
+        """Closes the socket with 4500 when its token expires; a `refresh` moves this. The
+        leeway that let the token in also applies here, so a token accepted within it is not
+        closed the moment the socket opens."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, self._principal.expires_at + self._settings.jwt_leeway_s - time.time()),
+            self._close_soon,
+            CloseCode.TOKEN_EXPIRED,
+            "token_expired",
+        )
 
     # --- outgoing -------------------------------------------------------------------------
 
@@ -124,6 +174,14 @@ class SocketSession:
                 "closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize()
             )
             self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer: resume from your last seq")
+
+    async def _send_paced(self, frame: dict[str, Any]) -> None:
+        """Sends a replayed event, waiting for room in the outbox: a replay goes as fast as
+        the reader takes it, and never counts as falling behind (only live events can)."""
+        if self._closing:
+            return
+        # No relay-latency sample: a replayed event's `ts` is when it first happened.
+        await self._outbox.put((frames.encode(frame), 0))
 
     async def _write_outbox(self) -> None:
         while True:
@@ -202,13 +260,19 @@ class SocketSession:
                 self._resume(frame["run_id"], int(frame["after_seq"]), request_id)
             elif kind == "cancel":
                 self._spawn(self._cancel(frame["run_id"], request_id))
+            elif kind == "refresh":
+                self._spawn(self._refresh(frame["token"], request_id))
+            elif kind == "runs":
+                self._spawn(self._list_runs(request_id))
 
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
         # `plan`: the generator reads the outline from the planner with this user's token.
         plan: dict[str, Any] | None = frame.get("plan")
         outline = frames.outline_from_frame(frame["outline"]) if plan is None else None
 
-        def open_stream(run_id: str | None, after_seq: int) -> AsyncGenerator[RunEvent, None]:
+        def open_stream(
+            run_id: str | None, after_seq: int
+        ) -> AsyncGenerator[RunInfo | RunEvent, None]:
             if run_id is not None:
                 return self._generator.follow(
                     run_id, user_id=self._principal.user_id, after_seq=after_seq
@@ -232,22 +296,29 @@ class SocketSession:
         if previous is not None:
             previous.cancel()  # the client restarts this run's stream from its own cursor
 
-        def open_stream(run_id_: str | None, after: int) -> AsyncGenerator[RunEvent, None]:
+        def open_stream(
+            run_id_: str | None, after: int
+        ) -> AsyncGenerator[RunInfo | RunEvent, None]:
             return self._generator.follow(run_id, user_id=self._principal.user_id, after_seq=after)
 
-        self._spawn(self._follow(run_id, after_seq, open_stream, request_id))
+        self._spawn(self._follow(run_id, after_seq, open_stream, request_id, ack="resume"))
 
     async def _follow(
         self,
         run_id: str | None,
         after_seq: int,
-        open_stream: Callable[[str | None, int], AsyncGenerator[RunEvent, None]],
+        open_stream: Callable[[str | None, int], AsyncGenerator[RunInfo | RunEvent, None]],
         request_id: str | None,
+        ack: str | None = None,
     ) -> None:
         """Relays one run's events to this socket until `run_end`, re-attaching from the last
-        relayed seq if the stream to the generator breaks."""
+        relayed seq if the stream to the generator breaks. With `ack` (a `resume`), the run's
+        first `RunInfo` is answered with an `ack` before any replayed event. Events the run
+        had already logged when the stream opened are replayed paced (waiting for room in the
+        outbox); later ones are live, and a reader too slow for those is closed (4001)."""
         last_seq = after_seq
         failures = 0
+        replayed_through = 0  # the run's last seq when the current stream opened
         current = asyncio.current_task()
         if run_id is not None and current is not None:
             self._followers[run_id] = current  # type: ignore[assignment]
@@ -257,13 +328,30 @@ class SocketSession:
                     # aclosing: leaving early (run_end, a cancel) hangs up on the generator now.
                     async with contextlib.aclosing(open_stream(run_id, last_seq)) as events:
                         async for event in events:
+                            if isinstance(event, RunInfo):
+                                if ack is not None:
+                                    self._send(
+                                        frames.ack_frame(
+                                            ack,
+                                            request_id,
+                                            run_id=event.run_id,
+                                            status=frames.status_name(event.status),
+                                            last_seq=event.last_seq,
+                                        )
+                                    )
+                                    ack = None  # once: a re-attach is not a new answer
+                                replayed_through = event.last_seq
+                                continue
                             if run_id is None and current is not None:
                                 run_id = event.run_id
                                 self._followers[run_id] = current  # type: ignore[assignment]
                                 set_log_context(run_id=run_id)  # this task's context only
                             last_seq = event.seq
                             failures = 0
-                            self._send(frames.event_to_frame(event))
+                            if event.seq <= replayed_through:
+                                await self._send_paced(frames.event_to_frame(event))
+                            else:
+                                self._send(frames.event_to_frame(event))
                             if event.HasField("run_end"):
                                 return
                     return
@@ -284,9 +372,71 @@ class SocketSession:
 
     async def _cancel(self, run_id: str, request_id: str | None) -> None:
         try:
-            await self._generator.cancel(run_id, user_id=self._principal.user_id)
+            status = await self._generator.cancel(run_id, user_id=self._principal.user_id)
         except GeneratorError as error:
             self._send_error(error, request_id=request_id, run_id=run_id)
+            return
+        self._send(
+            frames.ack_frame(
+                "cancel", request_id, run_id=run_id, status=frames.status_name(status)
+            )
+        )
+
+    async def _list_runs(self, request_id: str | None) -> None:
+        try:
+            runs = await self._generator.list_runs(user_id=self._principal.user_id)
+        except GeneratorError as error:
+            self._send_error(error, request_id=request_id, run_id=None)
+            return
+        self._send(
+            frames.ack_frame("runs", request_id, runs=[frames.run_listing(run) for run in runs])
+        )
+
+    async def _refresh(self, token: str, request_id: str | None) -> None:
+        """A new token for the same user and issuer moves the socket's expiry; anything else
+        is answered with an error and changes nothing."""
+        if self._verifier is None:
+            self._send(
+                frames.error_frame(
+                    "internal", "this edge cannot refresh tokens", retryable=False,
+                    request_id=request_id,
+                )
+            )
+            return
+        try:
+            principal = await self._verifier.verify(token)
+        except AuthError as error:
+            self._send(
+                frames.error_frame(
+                    error.code,
+                    f"{error.message}; the socket keeps its current token",
+                    retryable=error.code == "auth_unavailable",
+                    request_id=request_id,
+                )
+            )
+            return
+        if (principal.user_id, principal.issuer) != (
+            self._principal.user_id,
+            self._principal.issuer,
+        ):
+            self._send(
+                frames.error_frame(
+                    "token_user_mismatch",
+                    "the new token is for another user or issuer; the socket keeps its "
+                    "current token",
+                    retryable=False,
+                    request_id=request_id,
+                )
+            )
+            return
+        self._principal = principal
+        self._arm_expiry()
+        log.info("token refreshed")
+        self._send(
+            frames.ack_frame(
+                "refresh", request_id, token_expires_at=frames.expiry_ms(principal.expires_at)
+            )
+        )
 
     def _send_error(
         self, error: GeneratorError, *, request_id: str | None, run_id: str | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,10 +19,21 @@ from tests.support.stack import ProtocolClient, Stack, start_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "protocol.md"
-NAMES = ("run", "resume", "cancel", "retry", "failed", "errors")
+NAMES = ("run", "resume", "cancel", "retry", "failed", "errors", "answers", "again")
 
 # Values that differ from one run to the next.
-VOLATILE = {"ts": "<unix ms>", "latency_ms": "<ms>", "duration_ms": "<ms>", "ttft_ms": "<ms>"}
+VOLATILE = {
+    "ts": "<unix ms>",
+    "latency_ms": "<ms>",
+    "duration_ms": "<ms>",
+    "ttft_ms": "<ms>",
+    "session_id": "<session id>",
+    "token_expires_at": "<unix ms>",
+    "started_at": "<unix ms>",
+    "version": "<server version>",
+}
+# `version` is also the summary's version number (an integer): only strings are replaced.
+VOLATILE_STRINGS_ONLY = frozenset({"version"})
 
 SOURDOUGH: dict[str, Any] = {
     "document_id": "sourdough-101",
@@ -68,9 +80,11 @@ STALLED_TITLE = "A run that waits"
 SECTION_TOKENS = {
     "What sourdough is": ["Sourdough is bread", " raised by wild yeast", " and lactic bacteria."],
     "Keeping a starter": ["Feed the starter", " equal weights of flour and water", " every day."],
-    "A long section": ["This section", " would be long,", " but it is cancelled", " first."],
+    # A first line that is whole: the generator holds back an opening line until its end
+    # (it could still be a preamble or a title echo), and these streams stall after two.
+    "A long section": ["This section is long.\n", "It would go on", " but is cancelled."],
 }
-FIRST_ATTEMPT = ["The first attempt", " stalls here", " and never ends."]
+FIRST_ATTEMPT = ["The first attempt breaks.\n", "It stalls here", " and never ends."]
 SECOND_ATTEMPT = ["The second attempt", " is whole."]
 
 
@@ -146,6 +160,12 @@ def describe(frame: dict[str, Any]) -> str:
         return f"← error: {frame['code']}, the answer{answered}; no seq: not part of a run's log"
     if kind == "pong":
         return f"{head}: no seq: not part of any run"
+    if kind == "session":
+        return f"{head}: the first frame on every socket; no seq"
+    if kind == "ack":
+        answered = f" to request_id {frame['request_id']}" if "request_id" in frame else ""
+        detail = f", status {frame['status']}" if "status" in frame else ""
+        return f"← ack of {frame['command']}{detail}: the answer{answered}; no seq"
     return head
 
 
@@ -181,7 +201,7 @@ class Transcript:
         return json.dumps(self._normalise(frame), indent=2, ensure_ascii=False)
 
     def _normalise(self, value: Any, key: str | None = None) -> Any:
-        if key in VOLATILE:
+        if key in VOLATILE and (key not in VOLATILE_STRINGS_ONLY or isinstance(value, str)):
             return VOLATILE[key]
         if isinstance(value, dict):
             return {k: self._normalise(v, k) for k, v in value.items()}
@@ -225,11 +245,12 @@ def _handshake_note(client: ProtocolClient) -> str:
     )
 
 
-async def _run(stack: Stack, known: set[str]) -> tuple[str, str]:
-    """A whole 2-section run. Returns the transcript and the run's id."""
+async def _run(stack: Stack, known: set[str]) -> tuple[str, str, int]:
+    """A whole 2-section run. Returns the transcript, the run's id and its last seq."""
     transcript = Transcript(known)
     client = await stack.connect(stack.token("alice"))
     transcript.note(_handshake_note(client))
+    transcript.server(client.hello, "Who the server thinks you are, and your limits")
     alice = Recorder(client, transcript)
     await alice.send({"type": "ping", "request_id": "p-1"}, "is the socket alive?")
     await alice.recv()
@@ -238,14 +259,13 @@ async def _run(stack: Stack, known: set[str]) -> tuple[str, str]:
         "start a run; request_id is echoed in run_started",
     )
     frames = await alice.recv_until("run_end")
-    run_id = frames[0]["run_id"]
+    run_id, last_seq = frames[0]["run_id"], frames[-1]["seq"]
     await alice.send(
-        {"type": "cancel", "run_id": run_id},
-        "the run has already ended, so cancel changes nothing and gets no answer",
+        {"type": "cancel", "request_id": "c-0", "run_id": run_id},
+        "the run has already ended, so cancel changes nothing",
     )
-    await alice.send({"type": "ping", "request_id": "p-2"}, "")
-    await alice.recv("Nothing arrived for the cancel")
-    return transcript.render(), run_id
+    await alice.recv("It says how the run had ended")
+    return transcript.render(), run_id, last_seq
 
 
 async def _resume(stack: Stack, known: set[str]) -> str:
@@ -277,6 +297,7 @@ async def _resume(stack: Stack, known: set[str]) -> str:
         },
         "every event after the last seq seen: stored ones first, then live ones",
     )
+    await second.recv("Before any replayed event")
     await second.recv_until("run_end")
     return transcript.render()
 
@@ -290,14 +311,18 @@ async def _cancel(stack: Stack, known: set[str]) -> str:
         {"type": "cancel", "request_id": "c-1", "run_id": frames[0]["run_id"]},
         "stop the run; the LLM request is closed at once",
     )
-    await alice.recv("Its text is what the chunks so far carried")
-    await alice.recv("No further section starts")
+    # The ack and the run's last events come from different places (the generator's answer,
+    # the run's stream): their order is not fixed, so the transcript shows a stable one.
+    rest = [await alice.client.recv() for _ in range(3)]
+    rest.sort(key=lambda f: (f["type"] != "ack", f.get("seq", 0)))
+    alice.transcript.server(rest[0], "The run was running when the cancel arrived")
+    alice.transcript.server(rest[1], "Its text is what the chunks so far carried")
+    alice.transcript.server(rest[2], "No further section starts")
     await alice.send(
         {"type": "cancel", "request_id": "c-2", "run_id": frames[0]["run_id"]},
-        "again: idempotent, no answer",
+        "again: idempotent",
     )
-    await alice.send({"type": "ping", "request_id": "p-3"}, "")
-    await alice.recv("Nothing arrived for the second cancel")
+    await alice.recv("Nothing changed: the run had ended cancelled")
     return transcript.render()
 
 
@@ -376,6 +401,50 @@ async def _errors(stack: Stack, known: set[str], finished_run_id: str) -> str:
     return transcript.render()
 
 
+async def _answers(stack: Stack, known: set[str], finished: str, last_seq: int) -> str:
+    """resume at the end, runs, refresh: each command answered by one `ack` or error."""
+    transcript = Transcript(known)
+    alice = Recorder(await stack.connect(stack.token("alice")), transcript)
+    await alice.send(
+        {"type": "resume", "request_id": "a-1", "run_id": finished, "after_seq": last_seq},
+        "a cursor at the end of an ended run",
+    )
+    await alice.recv("Nothing follows it: the run has nothing after its run_end")
+    await alice.send({"type": "runs", "request_id": "a-2"}, "which of my runs can I resume?")
+    await alice.recv("Runs of other users are never listed")
+    fresh = stack.token("alice", exp=int(time.time()) + 7200)
+    await alice.send(
+        {"type": "refresh", "request_id": "a-3", "token": fresh},
+        "a new token for the same user (shown here as <JWT>)",
+    )
+    await alice.recv("The socket now lives until the new token expires")
+    bob = stack.token("bob")
+    await alice.send(
+        {"type": "refresh", "request_id": "a-4", "token": bob}, "a token of another user"
+    )
+    await alice.recv("The socket keeps its current token")
+    return transcript.render().replace(fresh, "<JWT>").replace(bob, "<JWT of bob>")
+
+
+async def _again(stack: Stack, known: set[str]) -> str:
+    """An idempotent generate: the socket dies before run_started; the same frame again."""
+    transcript = Transcript(known)
+    frame = {"type": "generate", "request_id": "g-1", "outline": SOURDOUGH}
+    lost = Recorder(await stack.connect(stack.token("alice")), transcript)
+    await lost.send(frame, "")
+    lost.client.ws._response.connection.transport.abort()  # type: ignore[union-attr]
+    await lost.client.session.close()
+    transcript.note("✂ the connection drops before run_started arrives: the run id is unknown")
+    again = Recorder(await stack.connect(stack.token("alice")), transcript)
+    transcript.note("a new socket: " + _handshake_note(again.client))
+    await again.send(frame, "the same frame, same request_id: no second run starts")
+    started = await again.recv("The same run, from seq 1 (whatever it had written meanwhile)")
+    await again.client.recv_until(lambda f: f["type"] == "run_end")
+    transcript.note("… the rest of the run, seq 2 to its run_end, as in the first transcript")
+    assert started["seq"] == 1
+    return transcript.render()
+
+
 async def _while_four_runs_wait(stack: Stack, action: Callable[[], Awaitable[None]]) -> None:
     """Runs `action` while alice has four unfinished runs (kept out of the transcript)."""
     helper = await stack.connect(stack.token("alice"))
@@ -405,8 +474,10 @@ async def produce() -> dict[str, str]:
         summary={"mode": "extractive"},
     )
     try:
-        blocks["run"], run_id = await _run(stack, known)
+        blocks["run"], run_id, last_seq = await _run(stack, known)
+        blocks["answers"] = await _answers(stack, known, run_id, last_seq)
         blocks["resume"] = await _resume(stack, known)
+        blocks["again"] = await _again(stack, known)
         blocks["cancel"] = await _cancel(stack, known)
         blocks["failed"] = await _failed(stack, known)
         blocks["errors"] = await _errors(stack, known, run_id)
