@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FINISH_REASONS = {
     "stop": events_pb2.FINISH_REASON_STOP,
     "length": events_pb2.FINISH_REASON_LENGTH,
+    "content_filter": events_pb2.FINISH_REASON_CONTENT_FILTER,
 }
 
 
@@ -85,6 +86,9 @@ class RunExecution:
         # for an older section never replaces a summary that covers a newer one.
         self._summary_through = -1
         self._summary_version = 0
+        # Index of the last section whose summary step told the client something (an update,
+        # or `summary_unavailable`): `run_end{completed}` never comes before the last one's.
+        self._summary_reported = -1
         # Finished sections whose summary update failed, to fold in once the service is back.
         self._missed_sections: list[summary_pb2.FinishedSection] = []
         self._refinement: asyncio.Task[None] | None = None
@@ -144,6 +148,14 @@ class RunExecution:
                 self._refinement.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._refinement
+        last_index = len(self._outline.sections) - 1
+        if status == events_pb2.RUN_STATUS_COMPLETED and self._summary_reported < last_index:
+            self._append_error(
+                "summary_unavailable",
+                "the final summary could not be made; the document is complete without it",
+                retryable=True,
+                section_id=self._outline.sections[last_index].id,
+            )
         duration_ms = int((time.monotonic() - started) * 1000)
         self._log.append(
             run_end=events_pb2.RunEnd(
@@ -172,6 +184,8 @@ class RunExecution:
         self._summary_version = resume.summary_version
         self._output_tokens = resume.output_tokens
         self._sections_completed = resume.sections_completed
+        unsummarized = 0 if resume.pending_summary_text is None else 1
+        self._summary_reported = resume.next_index - 1 - unsummarized
 
     async def _write_sections(self, resume: ResumePoint) -> None:
         if resume.pending_summary_text is not None:
@@ -316,6 +330,7 @@ class RunExecution:
                 "summary unavailable", extra={"section_id": section.id, "error": repr(error)}
             )
             self._missed_sections.append(finished)
+            self._summary_reported = max(self._summary_reported, index)
             self._append_error(
                 "summary_unavailable",
                 "the summary could not be updated after this section; "
@@ -393,6 +408,7 @@ class RunExecution:
     ) -> None:
         self._summary = update.summary
         self._summary_through = index
+        self._summary_reported = max(self._summary_reported, index)
         self._summary_version += 1
         latency_s = time.monotonic() - ended_at
         # Stored with the event below, so a generator taking the run over prompts with it.
