@@ -10,9 +10,11 @@ import pytest
 from docgen.v1 import events_pb2, outline_pb2
 from redis.exceptions import ResponseError
 
-from services.generator.redis_runs import RedisRunLog, RedisRunStore, events_key, lease_key
-from services.generator.runlog import CursorOutOfRange
-from services.generator.runstore import AdoptedRun
+from services.generator.errors import CursorOutOfRange
+from services.generator.runs.store.port import AdoptedRun
+from services.generator.runs.store.redis.keys import events_key, lease_key
+from services.generator.runs.store.redis.log import RedisRunLog
+from services.generator.runs.store.redis.store import RedisRunStore
 from tests.support.redis_server import RedisServer
 
 OUTLINE = outline_pb2.Outline(

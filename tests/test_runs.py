@@ -11,7 +11,7 @@ from docgen.v1 import outline_pb2
 
 from services.generator.errors import InvalidOutline
 from services.generator.outline import MAX_SECTIONS, validate_outline
-from services.generator.runs import RunRegistry
+from services.generator.runs.registry import RunRegistry
 from services.generator.settings import GeneratorSettings
 
 

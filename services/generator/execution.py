@@ -19,7 +19,7 @@ from services.common import metrics
 from services.common.tracing import outgoing_headers
 from services.generator.prompts import STOP_SEQUENCES, build_section_messages
 from services.generator.resume import ResumePoint
-from services.generator.runlog import RunEventLog
+from services.generator.runs.log import RunWriter
 from services.generator.section_writer import LLMError, SectionShape, SectionWriter
 from services.generator.settings import GeneratorSettings
 
@@ -65,7 +65,7 @@ class RunExecution:
     def __init__(
         self,
         *,
-        run_log: RunEventLog,
+        run_log: RunWriter,
         outline: outline_pb2.Outline,
         request_id: str,
         writer: SectionWriter,

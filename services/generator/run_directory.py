@@ -19,7 +19,7 @@ from typing import Protocol
 
 from docgen.v1 import events_pb2
 
-from services.generator.runlog import RunEventLog
+from services.generator.runs.log import RunReader
 
 # A user's directory keeps their latest runs only; older entries are long expired anyway
 # (a user may have 4 unfinished runs, and finished ones live for DOCGEN_RUN_TTL_S).
@@ -32,7 +32,7 @@ class DescribedRun(Protocol):
     run_id: str
 
     @property
-    def log(self) -> RunEventLog: ...
+    def log(self) -> RunReader: ...
 
     @property
     def ended(self) -> bool: ...

@@ -33,8 +33,8 @@ from services.generator.run_directory import (
     describe,
     now_unix_ms,
 )
-from services.generator.runs import Run, RunRegistry
-from services.generator.runstore import open_run_store
+from services.generator.runs.registry import Run, RunRegistry
+from services.generator.runs.store import open_run_store
 from services.generator.section_writer import RetryPolicy, SectionWriter
 from services.generator.settings import GeneratorSettings
 from services.generator.summary_client import GrpcSummaryUpdater

@@ -1,7 +1,7 @@
 """Every run the generator owns: start, find (per user), cancel, subscriber accounting with
-a grace period, and expiry after the TTL. With a shared store (Redis) also runs written by
-other generators: found, followed and cancelled through the store, and taken over when their
-writer dies."""
+a grace period, and expiry after the TTL. Through its store (`store/port.py`) also runs other
+generators write: found, followed and cancelled there, and taken over when their writer dies.
+Where stores differ, the registry asks its store what to do; it never asks which store it has."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from docgen.v1 import outline_pb2
+from docgen.v1 import events_pb2, outline_pb2
 
 from services.common import metrics
 from services.common.logs import hash_user, set_log_context
@@ -22,8 +22,9 @@ from services.generator.errors import RunLogUnavailable, RunNotFound, TooManyRun
 from services.generator.execution import RunExecution, SummaryUpdater
 from services.generator.outline import validate_outline
 from services.generator.resume import ResumePoint
-from services.generator.runlog import RunEventLog
-from services.generator.runstore import AdoptedRun, MemoryRunStore, RunStore
+from services.generator.runs.log import RunReader, RunWriter
+from services.generator.runs.store.memory import MemoryRunStore
+from services.generator.runs.store.port import AdoptedRun, RunStore
 from services.generator.section_writer import SectionWriter
 from services.generator.settings import GeneratorSettings
 
@@ -34,7 +35,8 @@ log = logging.getLogger(__name__)
 class Run:
     run_id: str
     user_id: str
-    log: RunEventLog
+    log: RunReader
+    """The run's writer (a `RunWriter`) when `task` writes it here."""
     task: asyncio.Task[None] | None = None
     """None for a run another generator writes (found through a shared store)."""
     subscribers: int = 0
@@ -61,7 +63,7 @@ class RunRegistry:
         self._summaries = summaries
         self._settings = settings
         self._new_run_id = new_run_id
-        self._store: RunStore = store or MemoryRunStore()
+        self._store: RunStore = store or MemoryRunStore(run_ttl_s=settings.run_ttl_s)
         self._runs: dict[str, Run] = {}
         self._checks: set[asyncio.Task[None]] = set()
 
@@ -79,6 +81,7 @@ class RunRegistry:
         user_id: str,
         request_id: str = "",
         trace_id: str | None = None,
+        plan_source: events_pb2.PlanSource.ValueType = events_pb2.PLAN_SOURCE_INLINE,
     ) -> Run:
         validate_outline(outline, max_total_tokens=self._settings.max_outline_tokens)
         active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
@@ -98,7 +101,9 @@ class RunRegistry:
             run_id, user_id=user_id, outline=outline, request_id=request_id, trace_id=trace_id
         )
         run = Run(run_id=run_id, user_id=user_id, log=run_log)
-        context = self._launch(run, outline, request_id, trace_id, resume=None)
+        context = self._launch(
+            run, run_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
+        )
         context.run(log.info, "run started", extra={"sections": len(outline.sections)})
         return run
 
@@ -107,7 +112,7 @@ class RunRegistry:
         run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
         trace_id = adopted.trace_id or new_trace_id()
         context = self._launch(
-            run, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
+            run, adopted.log, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
         )
         context.run(
             log.info,
@@ -126,26 +131,29 @@ class RunRegistry:
     def _launch(
         self,
         run: Run,
+        run_log: RunWriter,
         outline: outline_pb2.Outline,
         request_id: str,
         trace_id: str,
         *,
         resume: ResumePoint | None,
+        plan_source: events_pb2.PlanSource.ValueType = events_pb2.PLAN_SOURCE_INLINE,
     ) -> contextvars.Context:
         execution = RunExecution(
-            run_log=run.log,
+            run_log=run_log,
             outline=outline,
             request_id=request_id,
             writer=self._writer,
             summaries=self._summaries,
             settings=self._settings,
+            plan_source=plan_source,
         )
         # The run's task logs with its own ids, and passes the trace id on to every hop.
         context = contextvars.copy_context()
         user = hash_user(run.user_id)
         context.run(set_log_context, trace_id=trace_id, run_id=run.run_id, user=user)
         run.task = asyncio.create_task(
-            self._write(run, execution, resume), name=f"run-{run.run_id}", context=context
+            self._write(run_log, execution, resume), name=f"run-{run.run_id}", context=context
         )
         metrics.ACTIVE_RUNS.inc()
         run.task.add_done_callback(lambda _task: self._on_run_done(run))
@@ -155,15 +163,17 @@ class RunRegistry:
         return context
 
     @staticmethod
-    async def _write(run: Run, execution: RunExecution, resume: ResumePoint | None) -> None:
+    async def _write(
+        run_log: RunWriter, execution: RunExecution, resume: ResumePoint | None
+    ) -> None:
         try:
             await execution.execute(resume)
         finally:
-            await run.log.aclose()
+            await run_log.aclose()
 
     async def find(self, run_id: str, *, user_id: str) -> Run:
         run = self._runs.get(run_id)
-        if run is None and self._store.shared:
+        if run is None:
             stored = await self._store.lookup(run_id)
             if stored is not None:
                 run = Run(run_id=run_id, user_id=stored.user_id, log=stored.log)
@@ -223,14 +233,14 @@ class RunRegistry:
                 self._arm_grace_timer(run)
 
     async def close(self) -> None:
-        """Cancels every unfinished run and waits until each has appended `run_end`. With a
-        shared store the runs are handed over instead: another generator takes each one over
-        and restarts its current section."""
+        """Ends what this generator writes: each unfinished run is cancelled (it appends its
+        `run_end`, awaited here), or, where the store can hand runs over, left to another
+        generator, which takes it over and restarts its current section."""
         tasks = [run.task for run in self._runs.values() if run.task and not run.task.done()]
         for run in list(self._runs.values()):
             if run.ended:
                 continue
-            if self._store.shared:
+            if self._store.hands_over_at_shutdown:
                 self.abandon(run.run_id, reason="generator shutting down")
             else:
                 self._cancel(run, reason="generator shutting down")
@@ -262,9 +272,6 @@ class RunRegistry:
         )
 
     def _grace_expired(self, run: Run) -> None:
-        if not self._store.shared:
-            self._cancel(run, reason="no subscriber for the grace period")
-            return
         # Followers may be attached through other generators: ask the store first.
         check = asyncio.create_task(self._check_followers(run))
         self._checks.add(check)
@@ -287,11 +294,8 @@ class RunRegistry:
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None
-        if self._store.shared:
-            # The store keeps it (for the TTL): find() reads it from there.
-            if self._runs.get(run.run_id) is run:
-                del self._runs[run.run_id]
-            return
-        asyncio.get_running_loop().call_later(
-            self._settings.run_ttl_s, self._runs.pop, run.run_id, None
-        )
+        keep_s = self._store.keep_ended_s
+        if keep_s > 0:
+            asyncio.get_running_loop().call_later(keep_s, self._runs.pop, run.run_id, None)
+        elif self._runs.get(run.run_id) is run:
+            del self._runs[run.run_id]  # the store keeps it: find() reads it from there

@@ -1,9 +1,10 @@
-"""Where runs live beyond the process writing them: nowhere (`MemoryRunStore`, the default: a
-run lives and dies with its generator) or Redis Streams (`RedisRunStore`, shared by every
-generator: any of them serves a resume, and a run outlives the generator writing it).
+"""The port between the run registry and whatever stores runs: `RunStore`, and what a store
+hands back. The registry never asks which store it has; where stores differ, it asks the
+store what to do (`keep_ended_s`, `followed_for`, `hands_over_at_shutdown`).
 
-The registry calls its store; a shared store calls the registry back (`RunOwner`) with runs
-it took over from a dead generator and cancels that arrived at another generator.
+A store that shares runs between generators calls the registry back (`RunOwner`) with runs it
+took over from a dead generator, cancels that arrived at another generator, and runs whose
+lease it lost.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from typing import Protocol
 from docgen.v1 import outline_pb2
 
 from services.generator.resume import ResumePoint
-from services.generator.runlog import RunEventLog, RunLog
-from services.generator.settings import GeneratorSettings
+from services.generator.runs.log import RunReader, RunWriter
 
 
 @dataclass(frozen=True)
@@ -23,8 +23,7 @@ class StoredRun:
     """A run another generator writes (or wrote), as the store knows it."""
 
     user_id: str
-    log: RunEventLog
-    """For following only: nobody here appends to it."""
+    log: RunReader
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class AdoptedRun:
     outline: outline_pb2.Outline
     request_id: str
     trace_id: str | None
-    log: RunEventLog
+    log: RunWriter
     resume: ResumePoint | None
     """None: the previous writer died before `run_started`; the run starts from scratch."""
     cancel_requested: bool
@@ -56,9 +55,17 @@ class RunOwner(Protocol):
 
 
 class RunStore(Protocol):
-    shared: bool
-    """True when other generators see these runs (then the registry asks the store about
-    runs it does not write itself)."""
+    @property
+    def keep_ended_s(self) -> float:
+        """How long the registry keeps a run it wrote findable after it ended: the run TTL
+        when nothing else remembers the run, 0 when the store keeps it (`lookup` finds it)."""
+        ...
+
+    @property
+    def hands_over_at_shutdown(self) -> bool:
+        """True: a generator stopping leaves its unfinished runs to another one (which takes
+        each over); False: it cancels them, and each ends with its usual events."""
+        ...
 
     async def open(self, owner: RunOwner) -> None: ...
 
@@ -70,7 +77,7 @@ class RunStore(Protocol):
         outline: outline_pb2.Outline,
         request_id: str,
         trace_id: str,
-    ) -> RunEventLog:
+    ) -> RunWriter:
         """The log of a new run that this generator writes; raises `RunLogUnavailable`."""
         ...
 
@@ -89,7 +96,8 @@ class RunStore(Protocol):
     def unwatch(self, run_id: str) -> None: ...
 
     async def followed_for(self, run_id: str) -> float:
-        """Seconds the run still counts as followed through some generator (0: it does not)."""
+        """Seconds the run still counts as followed through another generator (0: it does
+        not): asked when its grace period lapses with no follower here."""
         ...
 
     def fence(self, run_id: str) -> None:
@@ -102,62 +110,3 @@ class RunStore(Protocol):
         ...
 
     async def disconnect(self) -> None: ...
-
-
-class MemoryRunStore:
-    """Runs in this process only: the log is a `RunLog`; nothing is shared."""
-
-    shared = False
-
-    async def open(self, owner: RunOwner) -> None:
-        pass
-
-    async def create(
-        self,
-        run_id: str,
-        *,
-        user_id: str,
-        outline: outline_pb2.Outline,
-        request_id: str,
-        trace_id: str,
-    ) -> RunEventLog:
-        return RunLog(run_id)
-
-    async def lookup(self, run_id: str) -> StoredRun | None:
-        return None
-
-    async def request_cancel(self, run_id: str) -> None:
-        pass
-
-    async def watch(self, run_id: str) -> None:
-        pass
-
-    def unwatch(self, run_id: str) -> None:
-        pass
-
-    async def followed_for(self, run_id: str) -> float:
-        return 0.0
-
-    def fence(self, run_id: str) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def disconnect(self) -> None:
-        pass
-
-
-def open_run_store(settings: GeneratorSettings) -> RunStore:
-    """The store `DOCGEN_RUNLOG_URL` asks for: Redis when set, else this process's memory."""
-    if not settings.runlog_url:
-        return MemoryRunStore()
-    from services.generator.redis_runs import RedisRunStore  # only deployments that use it
-
-    return RedisRunStore(
-        settings.runlog_url,
-        lease_s=settings.run_lease_s,
-        retry_s=settings.runlog_retry_s,
-        run_ttl_s=settings.run_ttl_s,
-        run_grace_s=settings.run_grace_s,
-    )

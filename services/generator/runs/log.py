@@ -1,8 +1,8 @@
 """A run's ordered event log: gap-free `seq`, replay from any cursor, then live follow.
 
-`RunEventLog` is what a run's writer and its followers need, whatever stores the log; `RunLog`
-keeps it in this process (the default). `services/generator/redis_runs.py` keeps it in Redis
-Streams, shared by every generator.
+`RunReader` is what a follower needs and `RunWriter` what the run's writer (`RunExecution`)
+needs, whatever stores the log; `EventSequencer` numbers events the same way for every store.
+`MemoryRunLog` keeps a log in this process; `store/redis/log.py` keeps it in Redis Streams.
 """
 
 from __future__ import annotations
@@ -16,21 +16,45 @@ from docgen.v1 import events_pb2
 
 from services.generator.errors import CursorOutOfRange
 
+RUNNING = "running"
 
-class RunEventLog(Protocol):
-    """A run's log as its writer (`RunExecution`) and the servicer see it."""
+
+_STATUS_NAMES = {
+    events_pb2.RUN_STATUS_COMPLETED: "completed",
+    events_pb2.RUN_STATUS_FAILED: "failed",
+    events_pb2.RUN_STATUS_CANCELLED: "cancelled",
+}
+
+
+def status_name(status: events_pb2.RunStatus.ValueType) -> str:
+    """`completed`, `failed` or `cancelled`: the name a store keeps for a run's final status
+    (the protocol's names; anything else counts as `failed`)."""
+    return _STATUS_NAMES.get(status, "failed")
+
+
+class RunReader(Protocol):
+    """A run's log as a follower sees it."""
 
     run_id: str
 
     @property
     def last_seq(self) -> int:
-        """The writer's last appended `seq`."""
+        """The last `seq` known here (0 for a run only looked up in a shared store)."""
         ...
 
     @property
     def closed(self) -> bool:
         """True once `run_end` is known to be appended."""
         ...
+
+    def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
+        """Every event with `seq > after_seq`, stored then live, ending after `run_end`;
+        raises `CursorOutOfRange` first if `after_seq` is past the log."""
+        ...
+
+
+class RunWriter(RunReader, Protocol):
+    """A run's log as its one writer sees it."""
 
     @property
     def handed_over(self) -> bool:
@@ -46,34 +70,57 @@ class RunEventLog(Protocol):
         summary a new writer needs to take the run over); a no-op where runs cannot move."""
         ...
 
-    def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
-        """Every event with `seq > after_seq`, stored then live, ending after `run_end`;
-        raises `CursorOutOfRange` first if `after_seq` is past the log."""
-        ...
-
     async def aclose(self) -> None:
         """Waits until every appended event is stored."""
         ...
 
 
-class RunLog:
-    """Append-only, in memory. Events are appended by one writer (the run) and read by any
+class EventSequencer:
+    """Numbers one run's events: `seq` from `last_seq + 1` without gaps, the wall-clock `ts`,
+    and nothing after `run_end`."""
+
+    def __init__(self, run_id: str, *, last_seq: int = 0, closed: bool = False) -> None:
+        self.run_id = run_id
+        self.last_seq = last_seq
+        self.closed = closed
+        self.final_status = ""
+        """The stored name of the status in `run_end`, once appended (`status_name`)."""
+
+    def next(self, payload: dict[str, Any]) -> events_pb2.RunEvent:
+        """The next event; `payload` is a single oneof field, e.g. `{"section_chunk": ...}`."""
+        if self.closed:
+            raise RuntimeError(f"run {self.run_id} has ended; its log is closed")
+        self.last_seq += 1
+        event = events_pb2.RunEvent(
+            run_id=self.run_id,
+            seq=self.last_seq,
+            ts_unix_ms=time.time_ns() // 1_000_000,
+            **payload,
+        )
+        if "run_end" in payload:
+            self.closed = True
+            self.final_status = status_name(payload["run_end"].status)
+        return event
+
+
+class MemoryRunLog:
+    """`RunWriter` in memory. Events are appended by one writer (the run) and read by any
     number of followers; each follower sees every event exactly once, in order."""
 
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
+        self._sequencer = EventSequencer(run_id)
         self._events: list[events_pb2.RunEvent] = []
-        self._closed = False
         self._appended = asyncio.Event()
 
     @property
     def last_seq(self) -> int:
-        return len(self._events)
+        return self._sequencer.last_seq
 
     @property
     def closed(self) -> bool:
         """True once `run_end` has been appended: nothing follows it."""
-        return self._closed
+        return self._sequencer.closed
 
     @property
     def handed_over(self) -> bool:
@@ -81,18 +128,8 @@ class RunLog:
         return False
 
     def append(self, **payload: Any) -> events_pb2.RunEvent:
-        """Appends one event; `payload` is a single oneof field, e.g. `section_chunk=...`."""
-        if self._closed:
-            raise RuntimeError(f"run {self.run_id} has ended; its log is closed")
-        event = events_pb2.RunEvent(
-            run_id=self.run_id,
-            seq=len(self._events) + 1,
-            ts_unix_ms=time.time_ns() // 1_000_000,
-            **payload,
-        )
+        event = self._sequencer.next(payload)
         self._events.append(event)
-        if "run_end" in payload:
-            self._closed = True
         # Wake every follower at once; each swaps in on its own next wait.
         woken, self._appended = self._appended, asyncio.Event()
         woken.set()
@@ -104,12 +141,7 @@ class RunLog:
     async def aclose(self) -> None:
         """Nothing to wait for: appends are stored at once."""
 
-    def events_after(self, after_seq: int) -> list[events_pb2.RunEvent]:
-        return self._events[after_seq:]
-
     async def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
-        """Yields every event with `seq > after_seq`: stored ones, then live ones, ending
-        after `run_end`."""
         if after_seq < 0 or after_seq > len(self._events):
             raise CursorOutOfRange(after_seq=after_seq, last_seq=len(self._events))
         position = after_seq
@@ -117,6 +149,6 @@ class RunLog:
             while position < len(self._events):
                 yield self._events[position]
                 position += 1
-            if self._closed:
+            if self.closed:
                 return
             await self._appended.wait()
