@@ -27,6 +27,8 @@ from services.generator.errors import (
     grpc_status_name,
 )
 from services.generator.outline import MAX_SECTIONS, MAX_TARGET_TOKENS
+from services.generator.planner import PlannerClient, PlannerRetry
+from services.generator.plans import document_of, error_trailers, outline_of
 from services.generator.run_directory import (
     DirectoryEntry,
     RunDirectory,
@@ -46,7 +48,9 @@ SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].ful
 
 async def abort(context: grpc.aio.ServicerContext, error: GeneratorError) -> NoReturn:
     """Ends the call with `error`'s status (the one table: `errors.GRPC_STATUS`)."""
-    await context.abort(grpc.StatusCode[grpc_status_name(error)], str(error))
+    await context.abort(
+        grpc.StatusCode[grpc_status_name(error)], str(error), error_trailers(error)
+    )
     raise AssertionError("unreachable: abort raises")
 
 
@@ -55,8 +59,10 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self,
         registry: RunRegistry,
         limits: generator_pb2.GetLimitsResponse | None = None,
+        planner: PlannerClient | None = None,
     ) -> None:
         self._registry = registry
+        self._planner = planner or PlannerClient(None, timeout_s=1.0)
         self._limits = limits or generator_pb2.GetLimitsResponse()
         self._directory = RunDirectory()
 
@@ -71,18 +77,23 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             try:
                 run = await self._started_before(request.user_id, request.request_id)
                 if run is None:
+                    # With `plan`: read from the planner with the caller's token (metadata).
+                    outline, plan_source = await outline_of(
+                        request, planner=self._planner, metadata=context.invocation_metadata()
+                    )
                     run = await self._registry.start(
-                        request.outline,
+                        outline,
                         user_id=request.user_id,
                         request_id=request.request_id,
                         trace_id=trace_id_from_metadata(context.invocation_metadata()),
+                        plan_source=plan_source,
                     )
                     self._directory.record(
                         request.user_id,
                         DirectoryEntry(
                             run_id=run.run_id,
                             request_id=request.request_id,
-                            document_id=request.outline.document_id,
+                            document_id=outline.document_id,
                             started_at_unix_ms=now_unix_ms(),
                         ),
                     )
@@ -120,6 +131,16 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         except GeneratorError as error:
             await abort(context, error)
         return generator_pb2.CancelRunResponse(already_ended=already_ended, status=info.status)
+
+    async def GetDocument(
+        self, request: generator_pb2.GetDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> generator_pb2.GetDocumentResponse:
+        try:
+            run = await self._registry.find(request.run_id, user_id=request.user_id)
+            document = await document_of(run.log, ended=run.ended)
+        except GeneratorError as error:
+            await abort(context, error)
+        return generator_pb2.GetDocumentResponse(document=document)
 
     async def ListRuns(
         self, request: generator_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
@@ -209,8 +230,13 @@ class GeneratorServer:
             max_sections=MAX_SECTIONS,
             max_target_tokens=MAX_TARGET_TOKENS,
         )
+        self._planner = PlannerClient(
+            settings.planner_url,
+            timeout_s=settings.planner_timeout_s,
+            retry=PlannerRetry(max_retries=settings.planner_retries),
+        )
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-            GeneratorServicer(self.registry, limits), self.server
+            GeneratorServicer(self.registry, limits, self._planner), self.server
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
@@ -235,6 +261,7 @@ class GeneratorServer:
         await self.registry.disconnect()
         await self._summary_channel.close()
         await self._llm.close()
+        await self._planner.close()
 
 
 async def serve() -> None:
