@@ -48,9 +48,7 @@ SERVICE_NAME = generator_pb2.DESCRIPTOR.services_by_name["GeneratorService"].ful
 
 async def abort(context: grpc.aio.ServicerContext, error: GeneratorError) -> NoReturn:
     """Ends the call with `error`'s status (the one table: `errors.GRPC_STATUS`)."""
-    await context.abort(
-        grpc.StatusCode[grpc_status_name(error)], str(error), error_trailers(error)
-    )
+    await context.abort(grpc.StatusCode[grpc_status_name(error)], str(error), error_trailers(error))
     raise AssertionError("unreachable: abort raises")
 
 
