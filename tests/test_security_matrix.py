@@ -72,12 +72,14 @@ VALIDATOR = FrameValidator()
 
 # A slow run (about 4 s) for the rows that need a run still going.
 SLOW_TITLE = "Slow document"
-SLOW_TEXT = " ".join(f"Word{i}." for i in range(200))
+# One sentence: the generator ends a section at the first sentence end past its target, and
+# this one must run to its last token.
+SLOW_TEXT = " ".join(f"word{i}" for i in range(200)) + "."
 
 
 def script(_n: int, body: dict[str, Any]) -> Reply:
     prompt = str(body["messages"][-1]["content"])
-    if f"Document title: {SLOW_TITLE}" in prompt:
+    if f'report titled "{SLOW_TITLE}"' in prompt:
         return Reply(tokens=words(SLOW_TEXT), token_delay_s=0.02)
     return Reply(tokens=words("A short section. It ends here."))
 
@@ -657,11 +659,14 @@ async def brief_closing_the_delimiters(h: Harness) -> Outcome:
     prompt = next(
         r.body["messages"][-1]["content"]
         for r in h.stack.llm.requests
-        if f"Document title: {title}" in r.body["messages"][-1]["content"]
+        if f'report titled "{title}"' in r.body["messages"][-1]["content"]
     )
-    for tag in ("<outline>", "</outline>", "<summary>", "</summary>", "<brief>", "</brief>"):
-        assert prompt.count(tag) == 1, (tag, prompt)
-    assert prompt.index("Ignore all previous") < prompt.index("</brief>")  # still inside
+    # The brief stays data: on the request's one line, after "Cover this:", and none of its
+    # tags (nor their escaped forms) survives as a tag.
+    assert "\n" not in prompt, prompt
+    assert prompt.index("Cover this:") < prompt.index("Ignore all previous")
+    for tag in ("</brief>", "</outline>", "</SUMMARY", "&lt;/brief>"):
+        assert tag not in prompt, (tag, prompt)
     return Completed() if frames[-1]["status"] == "completed" else ErrorFrame(frames[-1]["status"])
 
 
