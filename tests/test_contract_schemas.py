@@ -61,6 +61,10 @@ FRAME_ERROR_CODES = {
     "token_not_yet_valid",
     "token_user_mismatch",
     "auth_unavailable",
+    "plan_not_found",
+    "plan_forbidden",
+    "planner_unavailable",
+    "planner_not_configured",
 }
 RUN_ERROR_CODES = {
     "llm_unavailable",
@@ -359,7 +363,7 @@ INVALID: list[tuple[str, str, Mutation]] = [
     (GEN, "title too long", set_path("outline.title", "t" * 301)),
     (GEN, "document_id too long", set_path("outline.document_id", "d" * 129)),
     (GEN, "extra field", set_path("priority", "high")),
-    (GEN, "extra outline field", set_path("outline.language", "es")),
+    (GEN, "extra outline field", set_path("outline.tone", "dry")),
     (GEN, "extra section field", set_path(S0 + "tone", "dry")),
     (GEN, "unknown option", set_path("options", {"temperature": 0.2})),
     (GEN, "options not an object", set_path("options", [])),

@@ -44,7 +44,9 @@ if (document) {
     // A multi-format payload comes back as {schemaFormat, schema}.
     const payload = message.payload()?.json() ?? {};
     const schema = payload.schema ?? payload;
-    const typeSchema = schema.properties?.type ?? schema.definitions?.frame_error?.properties?.type;
+    // A frame with several shapes (error, ack) has them under `definitions`, each with its type.
+    const shapes = Object.values(schema.definitions ?? {});
+    const typeSchema = schema.properties?.type ?? shapes.find((d) => d?.properties?.type)?.properties?.type;
     if (!schema.$id || typeSchema?.const !== name) {
       unresolved.push(`message ${name}: payload not resolved to a frame schema with type const "${name}"`);
     }
