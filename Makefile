@@ -75,11 +75,11 @@ test-fast: system-deps $(STAMPS)/proto
 
 run: $(STAMPS)/proto
 	@if [ -z "$$DOCGEN_LLM_BASE_URL" ]; then $(MAKE) --no-print-directory local-llm; fi
-	$(BIN)/python -m services.stack
+	$(BIN)/python -m tools.stack
 
 lint: $(STAMPS)/proto
-	$(BIN)/ruff check services clients tests scripts
-	$(BIN)/ruff format --check services clients tests scripts
+	$(BIN)/ruff check services clients tools tests scripts
+	$(BIN)/ruff format --check services clients tools tests scripts
 	$(BIN)/mypy
 
 $(STAMPS)/bench: pyproject.toml | $(STAMPS)/local-llm

@@ -1,5 +1,5 @@
 """The bundled local LLM: where its weights are installed and the command line of the llama.cpp
-OpenAI-compatible server that serves them (started by `services.stack`)."""
+OpenAI-compatible server that serves them (started by `tools.stack`)."""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ async def test_make_run_console_is_calm_and_shows_the_banner_last_and_on_enter()
     )
     terminal = Terminal()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.stack", cwd=REPO_ROOT, env=env,
+        sys.executable, "-m", "tools.stack", cwd=REPO_ROOT, env=env,
         stdin=terminal.follower, stdout=terminal.follower, stderr=terminal.follower,
         start_new_session=True,
     )  # fmt: skip

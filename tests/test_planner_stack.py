@@ -1,4 +1,4 @@
-"""`make run`'s stack (`python -m services.stack`, on the scripted LLM) starts the development
+"""`make run`'s stack (`python -m tools.stack`, on the scripted LLM) starts the development
 planner, and the command its banner prints writes a document by id, which `docgen export`
 then saves byte for byte."""
 

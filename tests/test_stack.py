@@ -1,4 +1,4 @@
-"""`python -m services.stack`: the bundled model's command line, and the supervisor run for real
+"""`python -m tools.stack`: the bundled model's command line, and the supervisor run for real
 as a subprocess (start-up order, readiness, banner, a run end to end, clean and failed stops)."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def alive(process: psutil.Process) -> bool:
 
 
 class StackProcess:
-    """`python -m services.stack` as a subprocess, with its merged output collected line by line."""
+    """`python -m tools.stack` as a subprocess, with its merged output collected line by line."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -74,7 +74,7 @@ class StackProcess:
         self._process = await spawn(
             sys.executable,
             "-m",
-            "services.stack",
+            "tools.stack",
             cwd=REPO_ROOT,
             env=self.env,
             stdin=asyncio.subprocess.DEVNULL,

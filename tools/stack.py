@@ -22,6 +22,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
+from services.common.grpc_client import channel
+from services.common.grpc_tls import GrpcTls, PeerAuth
 from services.edge.auth import mint_dev_token
 from services.edge.settings import DEV_JWT_SECRET
 from services.generator.settings import BUNDLED_LLM_MODEL
@@ -162,9 +164,13 @@ def http_probe(url: str) -> Probe:
 
 
 def grpc_health_probe(address: str) -> Probe:
+    # The services' own channel factory and settings, so a stack run with gRPC TLS (and a
+    # service token) set in the environment is probed the way the services dial each other.
+    tls, auth = GrpcTls.from_env(), PeerAuth.from_env()
+
     async def probe() -> bool:
-        async with grpc.aio.insecure_channel(address) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+        async with channel(address, tls, auth) as grpc_channel:
+            stub = health_pb2_grpc.HealthStub(grpc_channel)
             try:
                 answer = await stub.Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=PROBE_TIMEOUT_S
