@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import yaml
 
 from services.edge.frames import REFUSAL_CLOSE_CODES

@@ -80,8 +80,6 @@ def final_finish_reason(finish_reason: str | None, *, done: bool) -> str:
     it raises `ChatStreamError` rather than pass for a finished `stop`."""
     if finish_reason is None:
         if not done:
-            raise ChatStreamError(
-                "the LLM stream ended without a finish reason and without [DONE]"
-            )
+            raise ChatStreamError("the LLM stream ended without a finish reason and without [DONE]")
         return "stop"
     return finish_reason if finish_reason in SECTION_FINISH_REASONS else "stop"

@@ -232,9 +232,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    generator_channel = channel(
-        settings.generator_addr, settings.grpc_tls, settings.grpc_peer_auth
-    )
+    generator_channel = channel(settings.generator_addr, settings.grpc_tls, settings.grpc_peer_auth)
     app[GENERATOR_CHANNEL] = generator_channel
     app[GENERATOR] = GeneratorClient(
         generator_channel,

@@ -23,7 +23,7 @@ travel as their protocol code in the `docgen-error-code` trailing metadata.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from docgen.v1 import document_pb2, events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
@@ -32,7 +32,7 @@ from services.common.tracing import outgoing_metadata
 
 RunEvent = events_pb2.RunEvent
 RunInfo = events_pb2.RunInfo
-RunStatus = events_pb2.RunStatus.ValueType
+RunStatus: TypeAlias = events_pb2.RunStatus.ValueType
 
 
 class GeneratorError(Exception):
@@ -297,9 +297,7 @@ async def _events(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[Any, None]:
         async for response in call:
             if response.HasField("event"):
                 yield response.event
-            elif isinstance(response, generator_pb2.AttachRunResponse) and response.HasField(
-                "run"
-            ):
+            elif isinstance(response, generator_pb2.AttachRunResponse) and response.HasField("run"):
                 yield response.run
     except grpc.aio.AioRpcError as error:
         raise error_from_status(error) from error

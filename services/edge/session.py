@@ -377,9 +377,7 @@ class SocketSession:
             self._send_error(error, request_id=request_id, run_id=run_id)
             return
         self._send(
-            frames.ack_frame(
-                "cancel", request_id, run_id=run_id, status=frames.status_name(status)
-            )
+            frames.ack_frame("cancel", request_id, run_id=run_id, status=frames.status_name(status))
         )
 
     async def _list_runs(self, request_id: str | None) -> None:
@@ -398,7 +396,9 @@ class SocketSession:
         if self._verifier is None:
             self._send(
                 frames.error_frame(
-                    "internal", "this edge cannot refresh tokens", retryable=False,
+                    "internal",
+                    "this edge cannot refresh tokens",
+                    retryable=False,
                     request_id=request_id,
                 )
             )
