@@ -23,8 +23,6 @@ from services.edge.generator_client import (
 log = logging.getLogger(__name__)
 
 FORMATS = ("markdown", "json")
-# An HTTP answer only: sockets follow a running run instead of asking for its document.
-RUN_NOT_ENDED = "run_not_ended"
 MAX_RUN_ID_CHARS = 128
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -79,7 +77,7 @@ def document_handler(
             except RunNotEnded as error:
                 return error_response(
                     409,
-                    RUN_NOT_ENDED,
+                    error.code,
                     "the run is still being written: follow it (resume) or ask again when "
                     "it has ended",
                     {"status": error.status},

@@ -99,9 +99,14 @@ class PlannerNotConfigured(GeneratorError):
     retryable = False
 
 
-class RunNotEnded(GeneratorError):
-    """Only `get_document` raises it (HTTP 409 `run_not_ended`); never a socket's frame."""
+# The code of an HTTP answer (`GET /v1/runs/{run_id}/document`, 409), never of a frame.
+RUN_NOT_ENDED = "run_not_ended"
 
+
+class RunNotEnded(GeneratorError):
+    """Only `get_document` raises it: the run's document is still being written."""
+
+    code = RUN_NOT_ENDED
     retryable = True
 
     def __init__(self, message: str, *, status: str) -> None:
