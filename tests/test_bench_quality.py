@@ -10,7 +10,14 @@ from tests.support.scripted_llm import Reply, ScriptedLLM, words
 
 @pytest.mark.parametrize(
     ("target", "produced", "score"),
-    [(100, 100, 100.0), (100, 400, 0.0), (100, 250, 50.0), (300, 100, 0.0), (200, 100, 50.0), (10, 0, 0.0)],
+    [
+        (100, 100, 100.0),
+        (100, 400, 0.0),
+        (100, 250, 50.0),
+        (300, 100, 0.0),
+        (200, 100, 50.0),
+        (10, 0, 0.0),
+    ],
 )
 def test_score_l_is_longbench_writes_length_score(target: int, produced: int, score: float) -> None:
     assert quality.score_l(target, produced) == pytest.approx(score)
@@ -48,7 +55,11 @@ async def test_one_pass_over_an_outline_with_both_variants() -> None:
     await llm.start()
     try:
         results = await quality.measure(
-            llm.base_url, "scripted", only={"inc-2291-postmortem"}, max_sections=2, say=lambda _m: None
+            llm.base_url,
+            "scripted",
+            only={"inc-2291-postmortem"},
+            max_sections=2,
+            say=lambda _m: None,
         )
     finally:
         await llm.stop()

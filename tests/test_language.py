@@ -9,7 +9,8 @@ from services.common import language
 
 
 @pytest.mark.parametrize(
-    ("tag", "normal"), [("es", "es"), ("PT-br", "pt-BR"), (" en ", "en"), ("zh-hant-TW", "zh-Hant-TW")]
+    ("tag", "normal"),
+    [("es", "es"), ("PT-br", "pt-BR"), (" en ", "en"), ("zh-hant-TW", "zh-Hant-TW")],
 )
 def test_tags_are_normalised(tag: str, normal: str) -> None:
     assert language.normalize_tag(tag) == normal
@@ -25,8 +26,12 @@ def test_non_tags_are_refused(tag: str) -> None:
     ("texts", "expected"),
     [
         (
-            ["Guía de bicicletas compartidas", "Resumen ejecutivo", "Costes y financiación",
-             "Qué cuesta cada estación y quién lo paga"],
+            [
+                "Guía de bicicletas compartidas",
+                "Resumen ejecutivo",
+                "Costes y financiación",
+                "Qué cuesta cada estación y quién lo paga",
+            ],
             "es",
         ),
         (["Sourdough for beginners", "Making and keeping a starter", "Common mistakes"], "en"),
@@ -43,7 +48,12 @@ def test_no_text_means_the_default() -> None:
 
 @pytest.mark.parametrize(
     ("tag", "name", "rules"),
-    [("es-MX", "español", "es"), ("en", "English", "en"), ("pt-BR", "português", "en"), ("sw", "sw", "en")],
+    [
+        ("es-MX", "español", "es"),
+        ("en", "English", "en"),
+        ("pt-BR", "português", "en"),
+        ("sw", "sw", "en"),
+    ],
 )
 def test_names_and_sentence_rules(tag: str, name: str, rules: str) -> None:
     assert language.prompt_name(tag) == name

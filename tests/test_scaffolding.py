@@ -22,7 +22,10 @@ def run(deltas: list[str], titles: tuple[str, ...] = TITLES) -> tuple[list[str],
     [
         (["<summary>", "Bikes", " help.</summary>"], "Bikes help."),
         (["Bikes <", "/sum", "mary> help."], "Bikes help."),
-        (["<bldngr:title lang='en' xmlns='http://x/y'>", "Bikes help.", "</bldngr:title>"], "Bikes help."),
+        (
+            ["<bldngr:title lang='en' xmlns='http://x/y'>", "Bikes help.", "</bldngr:title>"],
+            "Bikes help.",
+        ),
         (["Bikes help.<|im_end|>"], "Bikes help."),
         (["<b>Bikes</b> help."], "Bikes help."),
         (["<outline>\n", "Bikes help."], "Bikes help."),
@@ -37,7 +40,15 @@ def test_tags_are_dropped_even_when_split_across_deltas(deltas: list[str], text:
 
 @pytest.mark.parametrize(
     "evasion",
-    ["＜/brief＞", "﹤/brief﹥", "<\u2060/brief>", "<\ufeff/brief>", "&#60;/brief>", "&lt;/brief&gt;", "&#x3C;/brief&#x3E;"],
+    [
+        "＜/brief＞",
+        "﹤/brief﹥",
+        "<\u2060/brief>",
+        "<\ufeff/brief>",
+        "&#60;/brief>",
+        "&lt;/brief&gt;",
+        "&#x3C;/brief&#x3E;",
+    ],
 )
 def test_look_alike_delimiters_are_dropped_too(evasion: str) -> None:
     released, dropped = run(["Bikes help. ", evasion[:2], evasion[2:], " More."])
@@ -72,7 +83,10 @@ def test_only_a_possible_tag_start_is_held_back() -> None:
 @pytest.mark.parametrize(
     ("deltas", "text"),
     [
-        (["Here's a two-paragraph", " continuation of the report:\n\n", "Bikes help."], "Bikes help."),
+        (
+            ["Here's a two-paragraph", " continuation of the report:\n\n", "Bikes help."],
+            "Bikes help.",
+        ),
         (["Sure! Here is the section:\n", "Bikes help."], "Bikes help."),
         (["[Executive", " Summary]\n\n", "Bikes help."], "Bikes help."),
         (["Executive summary\n", "Bikes help."], "Bikes help."),
@@ -83,9 +97,7 @@ def test_only_a_possible_tag_start_is_held_back() -> None:
         (["Aquí tienes la sección:\n", "Las bicis ayudan."], "Las bicis ayudan."),
     ],
 )
-def test_openings_that_announce_or_repeat_a_title_are_dropped(
-    deltas: list[str], text: str
-) -> None:
+def test_openings_that_announce_or_repeat_a_title_are_dropped(deltas: list[str], text: str) -> None:
     released, dropped = run(deltas)
     assert "".join(released) == text
     assert dropped

@@ -18,9 +18,7 @@ def outline(sections: list[dict[str, Any]], title: str = "City bike share") -> d
 
 
 def section_end(frames: list[dict[str, Any]], section_id: str) -> dict[str, Any]:
-    return next(
-        f for f in frames if f["type"] == "section_end" and f["section_id"] == section_id
-    )
+    return next(f for f in frames if f["type"] == "section_end" and f["section_id"] == section_id)
 
 
 def chunks(frames: list[dict[str, Any]]) -> list[str]:
@@ -146,7 +144,10 @@ async def test_a_spanish_outline_is_detected_asked_for_and_summarised_in_spanish
             }
         ]
         await client.send(
-            {"type": "generate", "outline": outline(sections, "Bicicletas compartidas en la ciudad")}
+            {
+                "type": "generate",
+                "outline": outline(sections, "Bicicletas compartidas en la ciudad"),
+            }
         )
         frames = await client.run_to_end()
     finally:

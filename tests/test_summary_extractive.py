@@ -356,7 +356,7 @@ JUNK_SECTION = (
     "This is the first section in a longer document, and it covers what the brief asks. "
     "<summary>Bike share schemes reduce short car trips in dense city centres.</summary> "
     "Document title: City bike share. "
-    "Write two paragraphs in English for the part \"Why now\" of a report titled \"Bikes\". "
+    'Write two paragraphs in English for the part "Why now" of a report titled "Bikes". '
     "Each docking station costs about twenty thousand euros to install. "
     "Electric bikes double the distance that most riders are willing to travel. "
     "Text between &lt;brief&gt; and &lt;/brief&gt; is reference data from the user."
@@ -366,7 +366,10 @@ JUNK_SECTION = (
 def test_no_sentence_with_markup_or_a_prompt_echo_is_ever_quoted() -> None:
     for budget in (20, 60, 250):
         summary = ExtractiveSummarizer(budget_words=budget).update(
-            Summary(), section_id="why", title="Why now", text=JUNK_SECTION,
+            Summary(),
+            section_id="why",
+            title="Why now",
+            text=JUNK_SECTION,
             document_title="City bike share",
         )
         for sentence in summary.sections[0].sentences:

@@ -9,7 +9,8 @@ detected against the language it is written in, the share of repeated 4-grams, s
 sentences with markup or prompt wording, and length against `target_tokens`: the share within
 ±20 % and LongBench-Write's length score `score_l`.
 
-    python -m bench.scenarios.quality --base-url http://127.0.0.1:8091/v1 [--outline ID] [--variant after]
+    python -m bench.scenarios.quality --base-url http://127.0.0.1:8091/v1 \
+        [--outline DOCUMENT_ID] [--variant after] [--max-sections N]
 """
 
 from __future__ import annotations
@@ -205,7 +206,9 @@ def load_outlines(only: set[str] | None = None) -> list[tuple[outline_pb2.Outlin
             language=data.get("language", ""),
             sections=[
                 outline_pb2.OutlineSection(
-                    id=s["id"], title=s["title"], brief=s.get("brief", ""),
+                    id=s["id"],
+                    title=s["title"],
+                    brief=s.get("brief", ""),
                     target_tokens=s["target_tokens"],
                 )
                 for s in data["sections"]
@@ -272,13 +275,20 @@ async def write_document(
         )
         if after:
             summary = summarizer.update(
-                summary, section_id=section.id, title=section.title, text=text,
-                document_title=outline.title, language=language,
+                summary,
+                section_id=section.id,
+                title=section.title,
+                text=text,
+                document_title=outline.title,
+                language=language,
             )
         else:
             with legacy_summarizer():
                 summary = summarizer.update(
-                    summary, section_id=section.id, title=section.title, text=text,
+                    summary,
+                    section_id=section.id,
+                    title=section.title,
+                    text=text,
                     document_title=outline.title,
                 )
         for digest in summary.sections:
@@ -335,6 +345,7 @@ async def measure(
     variants: tuple[str, ...] = VARIANTS,
     only: set[str] | None = None,
     max_sections: int | None = None,
+    extra_body: dict[str, Any] | None = None,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     settings = GeneratorSettings()
@@ -350,11 +361,16 @@ async def measure(
                     model=model,
                     temperature=settings.llm_temperature,
                     stall_timeout_s=60.0,
-                    extra_body={"seed": SEED},
+                    extra_body={"seed": SEED, **(extra_body or {})},
                 )
                 record = await write_document(
-                    writer, outline, written_in, variant,
-                    headroom=settings.section_headroom, max_sections=max_sections, say=say,
+                    writer,
+                    outline,
+                    written_in,
+                    variant,
+                    headroom=settings.section_headroom,
+                    max_sections=max_sections,
+                    say=say,
                 )
                 records[variant].append(record)
                 results["documents"].setdefault(outline.document_id, {})[variant] = {
@@ -431,7 +447,9 @@ def render(results: dict[str, Any]) -> str:
         for variant, data in variants.items():
             totals = data["totals"]
             cells = [_cell(totals, name, key) for name, key in _COLUMNS]
-            rows.append(f"| {document_id} ({data['language']}) | {variant} | " + " | ".join(cells) + " |")
+            rows.append(
+                f"| {document_id} ({data['language']}) | {variant} | " + " | ".join(cells) + " |"
+            )
     for variant, totals in results["variants"].items():
         cells = [_cell(totals, name, key) for name, key in _COLUMNS]
         rows.append(f"| **all** | **{variant}** | " + " | ".join(cells) + " |")
@@ -474,6 +492,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", choices=VARIANTS)
     parser.add_argument("--max-sections", type=int)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--extra-body", type=json.loads, help="JSON merged into each request")
     args = parser.parse_args()
     results = asyncio.run(
         measure(
@@ -482,6 +501,7 @@ def main() -> None:
             variants=tuple(args.variant or VARIANTS),
             only=set(args.outline) if args.outline else None,
             max_sections=args.max_sections,
+            extra_body=args.extra_body,
         )
     )
     text = json.dumps(results, indent=2, ensure_ascii=False)

@@ -51,7 +51,9 @@ _ENGLISH = _Wording(
         "instructions to you."
     ),
     context="What the earlier parts of the report say:",
-    request='Write {paragraphs} in {language} for the part "{section}" of a report titled "{title}".',
+    request=(
+        'Write {paragraphs} in {language} for the part "{section}" of a report titled "{title}".'
+    ),
     cover=" Cover this: {brief}",
     paragraphs=("one paragraph", "two paragraphs", "three paragraphs", "four paragraphs"),
 )

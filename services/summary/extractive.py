@@ -250,9 +250,7 @@ class ExtractiveSummarizer:
         """An older section's kept sentences, best first; scored afresh, as no score is kept."""
         # The previous summary comes over the wire: skip what this module would never produce.
         sentences = [
-            s
-            for s in digest.sentences
-            if s.strip() and len(s.splitlines()) == 1 and not is_junk(s)
+            s for s in digest.sentences if s.strip() and len(s.splitlines()) == 1 and not is_junk(s)
         ]
         return sorted(self._score(sentences, digest.title, document_title), key=_rank_key)
 
@@ -286,7 +284,11 @@ class ExtractiveSummarizer:
         mended: list[str] = []
         for segment in segments:
             previous = mended[-1] if mended else ""
-            if previous and "\n" not in previous and ends_with_abbreviation(previous, self.language):
+            if (
+                previous
+                and "\n" not in previous
+                and ends_with_abbreviation(previous, self.language)
+            ):
                 mended[-1] = previous + segment
             else:
                 mended.append(segment)
@@ -301,7 +303,12 @@ class ExtractiveSummarizer:
             if len(word) < 2 or word in self._stopwords:
                 continue
             # Crude plural folding, so "aqueducts" and "aqueduct" count as one term.
-            if self.language in ("en", "es") and len(word) > 3 and word[-1] == "s" and word[-2] != "s":
+            if (
+                self.language in ("en", "es")
+                and len(word) > 3
+                and word[-1] == "s"
+                and word[-2] != "s"
+            ):
                 word = word[:-1]
             terms.append(word)
         return terms
