@@ -11,12 +11,15 @@ import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from clients.markdown import render_markdown
 from services.edge.schemas import FrameValidator
 from tests.support.node import ensure_npm_packages
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
@@ -31,7 +34,7 @@ CHROMIUM = os.environ.get("DOCGEN_CHROMIUM", "/usr/bin/chromium")
 
 # Slow enough that a run lasts a few seconds and the edge can be restarted in the middle.
 TOKEN_DELAY_S = 0.03
-TITLE_IN_PROMPT = re.compile(r'Write section \d+, "(.+)", in about')
+TITLE_IN_PROMPT = re.compile(r'for the part "(.+?)" of a report titled')
 SECTION_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 # Page expressions the plans share.
@@ -57,6 +60,9 @@ PAGE_SNAPSHOT = """(() => ({
     title: el.querySelector('h4').textContent,
     text: el.querySelector('.section-text').textContent,
   })),
+  badges: [...document.querySelectorAll('[data-section-id] .badge')].map((b) => b.textContent),
+  tokensWritten: document.querySelector('#tokens-count').dataset.written ?? null,
+  tokensCount: document.querySelector('#tokens-count').textContent,
   summary: document.querySelector('#summary').textContent,
   summaryVersion: document.querySelector('#summary').dataset.version ?? null,
   summaryMeta: document.querySelector('#summary-meta').textContent,
@@ -90,15 +96,24 @@ class SectionScript:
     """Streams `streamed_text(title)` for every section prompt, slowly; the request numbers
     in `drop_first_try` are cut after a few tokens, so the generator retries that section."""
 
-    def __init__(self, drop_first_try: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        drop_first_try: frozenset[int] = frozenset(),
+        cut_at_length: frozenset[int] = frozenset(),
+    ) -> None:
         self.drop_first_try = drop_first_try
+        self.cut_at_length = cut_at_length
+        """Request numbers answered as a stream the LLM cut at max_tokens (`length`)."""
 
     def __call__(self, number: int, body: dict[str, Any]) -> Reply:
         match = TITLE_IN_PROMPT.search(body["messages"][-1]["content"])
         assert match is not None, "the section prompt no longer names its section"
         tokens = words(streamed_text(match.group(1)))
         drop_after = 6 if number in self.drop_first_try else None
-        return Reply(tokens=tokens, token_delay_s=TOKEN_DELAY_S, drop_after=drop_after)
+        finish = "length" if number in self.cut_at_length else "stop"
+        return Reply(
+            tokens=tokens, token_delay_s=TOKEN_DELAY_S, drop_after=drop_after, finish_reason=finish
+        )
 
 
 # --- the Node side ---------------------------------------------------------------------------
@@ -268,7 +283,10 @@ def check_token_stays_in_the_fragment(log: dict[str, Any], token: str) -> None:
 
 
 def sent_frames(log: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    return [[json.loads(payload) for payload in ws["sent"]] for ws in log["websockets"]]
+    """Per socket, what the page sent, without the client's application pings (one every
+    20 s while open: a slow machine stretches a run past that)."""
+    sockets = [[json.loads(payload) for payload in ws["sent"]] for ws in log["websockets"]]
+    return [[frame for frame in frames if frame["type"] != "ping"] for frames in sockets]
 
 
 @pytest.mark.browser
@@ -289,7 +307,10 @@ async def test_page_streams_a_whole_run_with_a_retried_section(
             {"do": "click", "selector": "#generate"},
             {"do": "wait_for", "js": COMPLETED, "timeout_ms": 60000},
             {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+            # For humans: what a finished run looks like (test-artifacts/, kept by the run).
             {"do": "screenshot", "path": str(ARTIFACTS / "browser-run.png")},
+            {"do": "download", "selector": "#download", "name": "markdown"},
+            {"do": "eval", "name": "download", "js": "window.docgen.lastDownload"},
         ],
     }
     final = await drive(page_driver, page_url(stack, token), plan)
@@ -301,6 +322,16 @@ async def test_page_streams_a_whole_run_with_a_retried_section(
     assert [f["index"] for f in retried] == [1], "the scripted break should retry section 2 once"
     check_page_matches_run(page, frames, outline)
     assert not any("error" in notice.lower() for notice in page["notices"]), page["notices"]
+    # "Download Markdown" saves exactly the streamed text under its headings.
+    streamed = sections_text(frames)
+    expected = render_markdown(
+        outline["title"], [(s["title"], streamed[s["id"]]) for s in outline["sections"]]
+    )
+    markdown = final["results"]["markdown"]
+    assert markdown["text"] == expected
+    assert markdown["filename"] == f"{outline['document_id']}.md"
+    assert final["results"]["download"]["text"] == expected
+    assert final["results"]["download"]["source"] in ("export", "local")
 
     log = final["log"]
     check_token_stays_in_the_fragment(log, token)
@@ -310,6 +341,8 @@ async def test_page_streams_a_whole_run_with_a_retried_section(
     assert log["websockets"][0]["url"] == f"ws://127.0.0.1:{stack.edge_port}/v1/ws"
     [generate] = sent_frames(log)[0]
     assert generate["type"] == "generate" and generate["outline"] == outline
+    # The page runs on the first-party client, served by the edge.
+    assert f"http://127.0.0.1:{stack.edge_port}/static/docgen.js" in log["requests"]
     assert (ARTIFACTS / "browser-run.png").stat().st_size > 10_000
 
 
@@ -410,12 +443,120 @@ async def test_cancel_stops_the_run_and_keeps_what_was_written(
     assert blocks[second]["finishReason"] == "cancelled"
     assert blocks[second]["text"] == streamed[second]
     assert blocks[second]["sha256"] == ends[second]["text_sha256"] == sha256(streamed[second])
-    assert all(blocks[i]["state"] == "pending" and blocks[i]["text"] == "" for i in rest)
+    assert all(blocks[i]["state"] == "not-written" and blocks[i]["text"] == "" for i in rest)
     assert page["sectionsCount"] == f"1 / {len(outline['sections'])}"
+    # The totals count what was written, the cancelled section's tokens too (run_end's count
+    # only completed sections).
+    written = sum(f["usage"]["output_tokens"] for f in ends.values())
+    assert written > frames[-1]["totals"]["output_tokens"]
+    assert page["tokensWritten"] == str(written)
+    assert "in the cancelled section" in page["tokensCount"]
+    assert page["badges"][len(ends) :] == ["not written"] * len(rest)
     assert final["results"]["buttons"] == {"generate": False, "cancel": True}
     sent = sent_frames(final["log"])[0]
     assert [f["type"] for f in sent] == ["generate", "cancel"]
     assert sent[1]["run_id"] == page["docgen"]["runId"]
+
+
+ERRORS_NEXT_TO_GENERATE = """(() => ({
+  notices: [...document.querySelectorAll('#errors .notice')].map((n) => ({
+    level: n.className.replace('notice', '').trim(), text: n.textContent})),
+  afterActions: document.querySelector('.actions').nextElementSibling.id,
+  gap: document.querySelector('#errors').getBoundingClientRect().top
+    - document.querySelector('.actions').getBoundingClientRect().bottom,
+  newestInView: (document.querySelector('#errors .notice')?.getBoundingClientRect().bottom
+    ?? 0) <= innerHeight,
+}))()"""
+HAS_ERROR_NOTICE = "document.querySelectorAll('#errors .notice.error').length"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_a_bad_outline_is_explained_next_to_generate_and_cleared_by_the_next_run(
+    page_driver: list[str], slow_stack: Stack
+) -> None:
+    stack = slow_stack
+    example = next(p for p in EXAMPLE_OUTLINES if p.name == "city-bike-share.json")
+    outline = json.loads(example.read_text(encoding="utf-8"))
+    # What a newcomer writes first: no document_id, and a section of 0 tokens.
+    minimal = {"title": "Tomatoes", "sections": [{"id": "a", "title": "Pots", "target_tokens": 0}]}
+    plan = {
+        "failure_screenshot": str(ARTIFACTS / "browser-errors-failure.png"),
+        "steps": [
+            {"do": "goto"},
+            {"do": "wait_for", "js": CONNECTED},
+            {"do": "fill", "selector": "#outline-editor", "value": json.dumps(minimal)},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": HAS_ERROR_NOTICE},
+            {"do": "fill", "selector": "#outline-editor", "value": "{not json"},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": f"{HAS_ERROR_NOTICE} === 2"},
+            {"do": "eval", "name": "errors", "js": ERRORS_NEXT_TO_GENERATE},
+            {"do": "screenshot", "path": str(ARTIFACTS / "browser-errors.png")},
+            # The example picker loads a bundled outline into the editor; it then runs.
+            {"do": "select", "selector": "#example", "value": example.name},
+            {"do": "eval", "name": "picked", "js": OUTLINE_IN_EDITOR},
+            {"do": "click", "selector": "#generate"},
+            {"do": "wait_for", "js": COMPLETED, "timeout_ms": 90000},
+            {"do": "eval", "name": "after", "js": ERRORS_NEXT_TO_GENERATE},
+        ],
+    }
+    final = await drive(page_driver, page_url(stack, stack.token("dora")), plan)
+    errors, after = final["results"]["errors"], final["results"]["after"]
+    assert errors["afterActions"] == "errors" and 0 <= errors["gap"] < 24 and errors["newestInView"]
+    newest, older = errors["notices"]
+    assert newest["level"] == older["level"] == "error"
+    assert "The outline is not valid JSON" in newest["text"]  # newest on top
+    assert older["text"].endswith(
+        'the outline has no "document_id"; add it. "document_id": a name you choose for the '
+        'document, 1–128 characters, e.g. "my-guide". (invalid_frame at $.outline)'
+    )
+    assert final["results"]["picked"] == outline
+    assert after["notices"] == [], after  # the run that worked cleared them
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_a_section_cut_at_its_length_limit_looks_cut(page_driver: list[str]) -> None:
+    # Request 0 is the first section: the LLM stops it at max_tokens (finish_reason length).
+    stack = await browser_stack(SectionScript(cut_at_length=frozenset({0})))
+    try:
+        plan = {
+            "failure_screenshot": str(ARTIFACTS / "browser-length-failure.png"),
+            "steps": [
+                {"do": "goto"},
+                {"do": "wait_for", "js": CONNECTED},
+                {"do": "click", "selector": "#generate"},
+                {"do": "wait_for", "js": COMPLETED, "timeout_ms": 60000},
+                {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+                {
+                    "do": "eval",
+                    "name": "marker",
+                    "js": "getComputedStyle(document.querySelector("
+                    "'[data-finish-reason=length] .section-text'), '::after').content",
+                },
+            ],
+        }
+        final = await drive(page_driver, page_url(stack, stack.token("lena")), plan)
+    finally:
+        await stack.close()
+    page = final["results"]["page"]
+    first, *others = page["blocks"]
+    assert first["finishReason"] == "length" and first["verified"] == "true"
+    assert page["badges"][0].startswith("cut at length")
+    assert "cut at its length limit" in final["results"]["marker"]
+    assert all(b["finishReason"] == "stop" for b in others)
+    assert not any(badge.startswith("cut") for badge in page["badges"][1:])
+
+
+def test_the_pages_example_picker_holds_the_bundled_outlines() -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "page_examples.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --- the example outlines --------------------------------------------------------------------

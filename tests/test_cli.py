@@ -22,7 +22,7 @@ from typing import Any
 import jwt
 import pytest
 
-from clients.cli import build_parser, resume_command, run
+from clients.cli import DEFAULT_TTL_S, build_parser, resume_command, run
 from clients.console import Console
 from clients.errors import EdgeUnreachable
 from clients.follow import ReconnectPolicy, RunFollower
@@ -420,8 +420,10 @@ async def test_resume_whole_rewrites_the_file_from_the_title(
 async def test_after_the_token_expires_mid_run_the_hint_prints_the_whole_document(
     stacks: Callable[..., Awaitable[Stack]], outline_file: Path
 ) -> None:
-    stack = await stacks(by_section(token_delay_s=0.1), edge={"jwt_leeway_s": 0.0})
-    token = stack.token("frank", exp=int(time.time()) + 2)
+    # The token outlives the CLI's start-up even on a loaded machine (seconds), not the ~20 s
+    # run; the edge has no leeway, so it closes the socket with 4500 at `exp`.
+    stack = await stacks(by_section(token_delay_s=0.35), edge={"jwt_leeway_s": 0.0})
+    token = stack.token("frank", exp=int(time.time()) + 10)
     cut = await docgen("generate", str(outline_file), "--url", url_of(stack), "--token", token)
     assert cut.code == 3, cut.stderr
     assert EXPECTED.startswith(cut.stdout) and len(cut.stdout) < len(EXPECTED)
@@ -624,7 +626,7 @@ async def test_token_prints_a_development_token() -> None:
     token = result.stdout.strip()
     claims = jwt.decode(token, DEV_JWT_SECRET, algorithms=["HS256"], audience="docgen")
     assert claims["sub"] == "carol"
-    assert claims["exp"] - claims["iat"] == 12 * 3600  # the documented default
+    assert claims["exp"] - claims["iat"] == DEFAULT_TTL_S  # the documented default
     short = await docgen("token", "--ttl", "60")
     claims = jwt.decode(
         short.stdout.strip(), DEV_JWT_SECRET, algorithms=["HS256"], audience="docgen"

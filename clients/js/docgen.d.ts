@@ -79,6 +79,8 @@ export declare class Run implements AsyncIterable<ClientRunEvent> {
   readonly lastSeq: number;
   readonly state: DocumentState;
   readonly ended: boolean;
+  /** Why the run could not be followed (refused, unreachable…), else null. */
+  readonly error: DocgenError | null;
   /** Resolves to `run_end`; rejects with a `DocgenError` if the run cannot be followed. */
   readonly done: Promise<RunEndFrame>;
   cancel(): Promise<unknown>;

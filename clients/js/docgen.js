@@ -198,6 +198,11 @@ export class Run {
     return this._finished;
   }
 
+  /** The DocgenError that stopped the client from following this run, else null. */
+  get error() {
+    return this._failure;
+  }
+
   /** Stops the run on the server; its `section_end{cancelled}` and `run_end` still arrive. */
   cancel() {
     this.cancelRequested = true;

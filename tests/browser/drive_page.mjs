@@ -13,6 +13,8 @@
 //   {"do": "signal", "name": "READY_FOR_RESTART"}  print {"signal": name}, wait for a stdin line
 //   {"do": "eval", "name": "texts", "js": "<expression>"}   results[name] = its JSON value
 //   {"do": "screenshot", "path": "…", "full_page": true}
+//   {"do": "select", "selector": "#x", "value": "…"}          choose an <option> by value
+//   {"do": "download", "selector": "#x", "name": "markdown"}  click, results[name] = the file's text
 // stdout: one JSON object per line: {"signal": …} lines, then one final
 //   {"ok": true|false, "results": {…}, "error"?: "…", "failed_step"?: n, "log": {…}}
 // where log has the page's console messages and errors, every request URL, and every
@@ -91,6 +93,19 @@ async function runStep(page, url, step, results, timeout) {
     case "eval":
       results[step.name] = await page.evaluate(step.js);
       return;
+    case "select":
+      await page.selectOption(step.selector, step.value, { timeout });
+      return;
+    case "download": {
+      const [download] = await Promise.all([
+        page.waitForEvent("download", { timeout }),
+        page.click(step.selector, { timeout }),
+      ]);
+      const chunks = [];
+      for await (const chunk of await download.createReadStream()) chunks.push(chunk);
+      results[step.name] = { filename: download.suggestedFilename(), text: Buffer.concat(chunks).toString("utf8") };
+      return;
+    }
     case "screenshot":
       await page.screenshot({ path: step.path, fullPage: step.full_page ?? true, timeout });
       return;
@@ -109,7 +124,7 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout });
   let outcome;
   try {
-    const context = await browser.newContext({ viewport: plan.viewport ?? { width: 1400, height: 900 } });
+    const context = await browser.newContext({ viewport: plan.viewport ?? { width: 1400, height: 900 }, acceptDownloads: true });
     const page = await context.newPage();
     recordPage(page, log);
     let index = 0;

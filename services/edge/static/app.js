@@ -1,17 +1,16 @@
-// The docgen demo page: one WebSocket to the edge (docs/protocol.md), one run followed at a
-// time, and a resume from the last applied seq whenever the connection drops.
+// The docgen demo page, built on the first-party client (clients/js/docgen.js, served here
+// as /static/docgen.js): the client owns the socket, resume, seq, retries, verification and
+// refusals; this file only draws. One run shown at a time.
 
-const SUBPROTOCOL = "docgen.v1";
-const RECONNECT_BASE_MS = 250;
-const RECONNECT_MAX_MS = 8000;
-// Standard close codes that mean "try again" besides the protocol's own 4000-4499 range.
-// 1006 is also what a browser reports when the handshake itself was refused (bad token,
-// edge down): the page cannot tell those apart, so it keeps retrying with backoff.
-const TRANSIENT_CLOSE_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+import { DocgenClient, DocgenError, explainError, tokenExpiresAt } from "./docgen.js";
+import { EXAMPLES } from "./examples.js";
+
 const MAX_NOTICES = 6;
-const RESUME_RETRY_MS = 2000;
+const TOKEN_KEY = "docgen.token";
+const PLAN_OPTION = "__plan__";
+const BUILT_IN_OPTION = "__built_in__";
 
-const EXAMPLE_OUTLINE = {
+const BUILT_IN_OUTLINE = {
   document_id: "kitchen-composting-guide",
   title: "Composting in a Small Apartment",
   sections: [
@@ -45,9 +44,15 @@ const EXAMPLE_OUTLINE = {
 const $ = (id) => document.getElementById(id);
 const ui = {
   connection: $("connection"),
+  example: $("example"),
+  planRow: $("plan-row"),
+  planId: $("plan-id"),
+  planIds: $("plan-ids"),
+  outlineRow: $("outline-row"),
   editor: $("outline-editor"),
   generate: $("generate"),
   cancel: $("cancel"),
+  download: $("download"),
   reconnect: $("reconnect"),
   runStatus: $("run-status"),
   sectionsCount: $("sections-count"),
@@ -63,45 +68,28 @@ const ui = {
 };
 
 const state = {
-  token: null,
-  ws: null,
-  connected: false,
-  reconnectAttempt: 0,
-  reconnectTimer: 0,
-  reconnects: 0,
-  // The run being shown. phase: idle | starting (generate sent, no run_started yet) |
-  // running | ended.
-  phase: "idle",
-  runId: null,
-  lastSeq: 0,
-  pendingRequestId: null,
-  outline: null,
-  cancelRequested: false,
-  resyncing: false,
+  client: null,
+  run: null, // the Run shown (clients/js/docgen.js)
+  views: new Map(), // section id -> {el, heading, badge, textNode}
   runStatus: "idle",
-  sections: new Map(), // section id -> SectionView
-  done: 0,
-  currentId: null,
+  lastDownload: null, // {source: "export" | "local", text}
 };
 
 // --- token ---------------------------------------------------------------------------------
 
-function tokenFromFragment() {
-  // The fragment never leaves the browser (not in requests, not in Referer), which is why
-  // the token is passed there; it only ever travels in the WebSocket subprotocol.
+function takeToken() {
+  // The token arrives in the fragment (never sent to a server, never in a Referer). It is kept
+  // in this tab's sessionStorage and the fragment is removed from the address bar and history,
+  // so it is not left in a bookmark, a shared screenshot or the back button.
   const params = new URLSearchParams(location.hash.slice(1));
-  const token = params.get("token");
-  return token && token.trim() ? token.trim() : null;
-}
-
-function tokenExpiresAt(token) {
-  try {
-    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
-    const claims = JSON.parse(atob(payload));
-    return typeof claims.exp === "number" ? claims.exp * 1000 : null;
-  } catch {
-    return null; // not a JWT we can read: let the edge decide
+  const fresh = params.get("token")?.trim();
+  if (fresh) {
+    sessionStorage.setItem(TOKEN_KEY, fresh);
+    params.delete("token");
+    const rest = params.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? `#${rest}` : ""));
   }
+  return sessionStorage.getItem(TOKEN_KEY);
 }
 
 // --- connection ----------------------------------------------------------------------------
@@ -109,277 +97,219 @@ function tokenExpiresAt(token) {
 function setConnection(kind, text) {
   ui.connection.dataset.state = kind;
   ui.connection.textContent = text;
-  ui.reconnect.hidden = kind !== "closed" || !state.token;
+  ui.reconnect.hidden = kind !== "closed";
   updateControls();
 }
 
-function connect() {
-  clearTimeout(state.reconnectTimer);
-  state.token = tokenFromFragment();
-  if (!state.token) {
+function onStatus(status, detail) {
+  switch (status) {
+    case "connecting":
+      setConnection("connecting", "Connecting…");
+      break;
+    case "open":
+      setConnection("open", "Connected");
+      if (detail?.reconnect) {
+        const run = activeRun();
+        notify("info", run?.runId ? `Reconnected; resuming the run after event ${run.lastSeq}.` : "Reconnected.");
+      }
+      break;
+    case "session":
+      setConnection("open", `Connected as ${detail.user}`);
+      break;
+    case "reconnecting": {
+      if (!detail || detail.code === undefined) break;
+      const why = detail.reason ? `${detail.code} ${detail.reason}` : `${detail.code}`;
+      setConnection("reconnecting", `Connection lost; retrying in ${(detail.delayMs / 1000).toFixed(1)} s`);
+      if (detail.attempt === 1 || detail.attempt % 4 === 0) {
+        const hint = detail.attempt >= 4 ? " If this persists, the edge may be down." : "";
+        notify("warn", `Connection lost (${why}); reconnecting (attempt ${detail.attempt}).${hint}`);
+      }
+      break;
+    }
+    case "closed":
+      if (detail?.error) {
+        setConnection("closed", "Disconnected");
+        notify("error", describeError(detail.error));
+      } else {
+        setConnection("idle", "Idle (reconnects when needed)");
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+function describeError(error, outline) {
+  if (!(error instanceof DocgenError)) return `Unexpected error: ${error?.message ?? error}`;
+  if (error.code === "token_expired") return "Your token has expired: open the page again with a new #token=… (token_expired)";
+  if (["invalid_token", "missing_token", "token_not_yet_valid"].includes(error.code)) {
+    return `The edge refused the token: open the page with a valid #token=… (\`make token\` prints one) (${error.code})`;
+  }
+  if (error.code === "unreachable") return `The edge cannot be reached; press Reconnect to try again (${error.message}).`;
+  return explainError(error, outline);
+}
+
+function activeRun() {
+  return state.run && !state.run.ended && !state.run.error ? state.run : null;
+}
+
+function makeClient() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return new DocgenClient({
+    url: `${scheme}//${location.host}/v1/ws`,
+    // Read each time: a new #token=… pasted into the address bar is used from then on.
+    getToken: () => sessionStorage.getItem(TOKEN_KEY),
+    onStatus,
+  });
+}
+
+function start() {
+  const token = takeToken();
+  if (!token) {
     setConnection("closed", "No token");
-    notify("error", "No token: open this page as /#token=<JWT> (for development, `make token` prints one).");
     ui.reconnect.hidden = true;
+    notify("error", "No token: open this page as /#token=<JWT> (for development, `make token` prints one).");
     return;
   }
-  const expiresAt = tokenExpiresAt(state.token);
+  const expiresAt = tokenExpiresAt(token);
   if (expiresAt !== null && expiresAt < Date.now()) {
     setConnection("closed", "Token expired");
-    notify("error", "The token has expired: open the page again with a new #token=…");
     ui.reconnect.hidden = true;
+    notify("error", "The token has expired: open the page again with a new #token=…");
     return;
   }
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let ws;
+  state.client = makeClient();
+  state.client.connect().catch(() => {}); // refusals arrive through onStatus("closed")
+}
+
+// --- the run -------------------------------------------------------------------------------
+
+async function follow(run, outline) {
+  state.run = run;
+  setRunStatus("starting");
   try {
-    ws = new WebSocket(`${scheme}//${location.host}/v1/ws`, [SUBPROTOCOL, `bearer.${state.token}`]);
+    for await (const event of run) {
+      if (run !== state.run) return; // a newer run took the page
+      render(event, run);
+    }
   } catch (error) {
-    setConnection("closed", "Bad token");
-    notify("error", `Cannot connect with this token: ${error.message}`);
-    return;
-  }
-  state.ws = ws;
-  setConnection("connecting", state.reconnectAttempt ? `Reconnecting (attempt ${state.reconnectAttempt})…` : "Connecting…");
-  ws.addEventListener("open", () => {
-    if (ws !== state.ws) return;
-    state.connected = true;
-    const wasReconnect = state.reconnectAttempt > 0;
-    state.reconnectAttempt = 0;
-    setConnection("open", "Connected");
-    if (wasReconnect) state.reconnects += 1;
-    afterReconnect(wasReconnect);
-  });
-  ws.addEventListener("message", (event) => {
-    if (ws !== state.ws) return;
-    let frame;
-    try {
-      frame = JSON.parse(event.data);
-    } catch {
-      notify("error", "The server sent a frame that is not JSON; ignored.");
-      return;
+    if (run !== state.run) return;
+    notify("error", describeError(error, outline));
+    setRunStatus(run.runId ? "unknown" : "idle");
+    if (!run.runId) {
+      // Refused before it started: nothing of it to show.
+      resetDocument("");
+      ui.document.replaceChildren(emptyNote());
     }
-    handleFrame(frame);
-  });
-  ws.addEventListener("close", (event) => {
-    if (ws !== state.ws) return;
-    state.ws = null;
-    state.connected = false;
-    onClose(event.code, event.reason);
-  });
-}
-
-function afterReconnect(wasReconnect) {
-  if (state.phase === "running" && state.runId) {
-    // Replays every event after the last one applied, then follows live.
-    state.resyncing = false;
-    send({ type: "resume", run_id: state.runId, after_seq: state.lastSeq });
-    if (wasReconnect) notify("info", `Reconnected; resuming the run after event ${state.lastSeq}.`);
-  } else if (state.phase === "starting") {
-    // The run started (or not) while the socket was down and its id never arrived: the
-    // protocol has no way to find it again, so it cannot be followed.
-    state.phase = "idle";
-    setRunStatus("unknown");
-    notify("error", "The connection dropped before the run started, so it cannot be followed. Press Generate again.");
-  } else if (wasReconnect) {
-    notify("info", "Reconnected.");
   }
+  finishViews(run);
   updateControls();
 }
 
-function onClose(code, reason) {
-  const why = reason ? `${code}: ${reason}` : `${code}`;
-  if (code >= 4500 && code <= 4999) {
-    const text = code === 4500
-      ? "Your token has expired: open the page again with a new #token=…"
-      : `The server closed the connection and asked not to reconnect (${why}).`;
-    setConnection("closed", "Disconnected");
-    ui.reconnect.hidden = true; // same token, same answer: a new #token=… reconnects by itself
-    notify("error", text);
-    return;
-  }
-  if ((code >= 4000 && code <= 4499) || TRANSIENT_CLOSE_CODES.has(code)) {
-    scheduleReconnect(why);
-    return;
-  }
-  setConnection("closed", "Disconnected");
-  notify("error", `The connection closed (${why}).`);
-}
-
-function scheduleReconnect(why) {
-  state.reconnectAttempt += 1;
-  const attempt = state.reconnectAttempt;
-  const ceiling = Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** (attempt - 1));
-  const delay = Math.round(ceiling * (0.5 + Math.random() * 0.5)); // jitter: tabs don't stampede
-  setConnection("reconnecting", `Connection lost; retrying in ${(delay / 1000).toFixed(1)} s`);
-  if (attempt === 1 || attempt % 4 === 0) {
-    const hint = attempt >= 4 ? " If this persists, the edge may be down or the token refused." : "";
-    notify("warn", `Connection lost (${why}); reconnecting (attempt ${attempt}).${hint}`);
-  }
-  state.reconnectTimer = setTimeout(connect, delay);
-}
-
-function send(frame) {
-  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return false;
-  state.ws.send(JSON.stringify(frame));
-  return true;
-}
-
-// --- frames --------------------------------------------------------------------------------
-
-function handleFrame(frame) {
-  if (typeof frame.seq === "number") {
-    applyRunEvent(frame);
-  } else if (frame.type === "error") {
-    handleRequestError(frame);
-  } else if (frame.type !== "pong") {
-    console.warn("docgen: ignoring an unknown frame", frame.type);
-  }
-}
-
-function applyRunEvent(frame) {
-  if (state.runId === null) {
-    // Our run's first event echoes the request_id of the generate frame that started it.
-    const ours = state.phase === "starting" && frame.type === "run_started"
-      && frame.request_id === state.pendingRequestId;
-    if (!ours) return;
-    state.runId = frame.run_id;
-  }
-  if (frame.run_id !== state.runId) return; // an earlier run still being relayed
-  if (frame.seq <= state.lastSeq) return; // already applied (a replay overlapping what we have)
-  if (frame.seq !== state.lastSeq + 1) {
-    // Never expected (seq grows by exactly 1), but applying it would lose text: re-read the
-    // log from our cursor instead, and drop frames until the replay catches up.
-    if (!state.resyncing && send({ type: "resume", run_id: state.runId, after_seq: state.lastSeq })) {
-      state.resyncing = true;
-      console.warn(`docgen: seq gap (${state.lastSeq} -> ${frame.seq}); resuming`);
+function render(event, run) {
+  switch (event.type) {
+    case "run_started": {
+      clearNotices(); // the request was accepted: earlier errors no longer apply
+      setRunStatus(run.cancelRequested ? "cancelling" : "running");
+      ui.documentTitle.textContent = run.state.title ?? run.state.documentId ?? "";
+      run.state.sections.forEach((section) => sectionView(section));
+      break;
     }
-    return;
+    case "section_start": {
+      const section = stateOf(run, event.section_id);
+      const view = sectionView(section);
+      view.textNode.data = ""; // a retry voids the earlier attempt's text
+      view.el.dataset.state = "writing";
+      setBadge(view, event.attempt > 1 ? `retrying (attempt ${event.attempt})` : "writing…");
+      view.el.scrollIntoView({ block: "nearest" });
+      updateTokens(section);
+      break;
+    }
+    case "section_chunk": {
+      const section = stateOf(run, event.section_id);
+      state.views.get(event.section_id)?.textNode.appendData(event.delta);
+      updateTokens(section);
+      break;
+    }
+    case "section_end": {
+      const section = stateOf(run, event.section_id);
+      const view = sectionView(section);
+      view.el.dataset.state = "ended";
+      view.el.dataset.finishReason = event.finish_reason;
+      view.el.dataset.sha256 = event.text_sha256;
+      if (event.verified !== null) view.el.dataset.verified = String(event.verified);
+      const seconds = (event.duration_ms / 1000).toFixed(1);
+      const tokens = section.outputTokens;
+      if (event.finish_reason === "length") setBadge(view, `cut at length · ${tokens} tokens · ${seconds} s`, "warn");
+      else if (event.finish_reason === "cancelled") setBadge(view, `cancelled · ${tokens} tokens kept`, "bad");
+      else if (event.finish_reason === "error") setBadge(view, "failed", "bad");
+      else setBadge(view, `${tokens} tokens · ${seconds} s`);
+      if (event.verified === false) notify("error", `The text of “${section.title}” does not match its checksum: part of it was lost.`);
+      updateTokens(section);
+      break;
+    }
+    case "summary_update": {
+      if (String(event.version) !== String(run.state.summaryVersion)) break; // an older one
+      ui.summary.textContent = event.summary;
+      ui.summary.dataset.version = String(event.version);
+      ui.summary.dataset.method = event.method;
+      const through = stateOf(run, event.through_section)?.title ?? event.through_section;
+      ui.summaryMeta.textContent = `Version ${event.version} · ${event.method} · through “${through}” · ${event.latency_ms} ms after that section`;
+      break;
+    }
+    case "error": {
+      const title = event.section_id ? stateOf(run, event.section_id)?.title ?? event.section_id : null;
+      notify(event.code === "summary_unavailable" ? "warn" : "error", `${event.message}${title ? ` in “${title}”` : ""} (${event.code})`);
+      const view = event.section_id && state.views.get(event.section_id);
+      if (view) view.el.dataset.error = event.code;
+      break;
+    }
+    case "run_end":
+      setRunStatus(event.status);
+      break;
+    default:
+      break;
   }
-  state.resyncing = false;
-  state.lastSeq = frame.seq;
-  const apply = EVENT_HANDLERS[frame.type];
-  if (apply) apply(frame);
+  updateProgress(run);
 }
 
-const EVENT_HANDLERS = {
-  run_started(frame) {
-    state.phase = "running";
-    setRunStatus(state.cancelRequested ? "cancelling" : "running");
-    if (state.cancelRequested) send({ type: "cancel", run_id: state.runId });
-    const titles = new Map((state.outline?.sections ?? []).map((s) => [s.id, s]));
-    frame.sections.forEach((id, index) => {
-      const planned = titles.get(id);
-      sectionView(id, index, planned?.title ?? id, planned?.target_tokens ?? 0);
-    });
-    updateProgress();
-  },
-
-  section_start(frame) {
-    const view = sectionView(frame.section_id, frame.index, frame.title, frame.target_tokens);
-    if (frame.attempt > 1) {
-      view.text = ""; // the earlier attempt's text is void
-      view.textNode.data = "";
-      setBadge(view, `retrying (attempt ${frame.attempt})`);
-    } else {
-      setBadge(view, "writing…");
-    }
-    view.chunks = 0;
-    view.el.dataset.state = "writing";
-    state.currentId = frame.section_id;
-    view.el.scrollIntoView({ block: "nearest" });
-    updateProgress();
-  },
-
-  section_chunk(frame) {
-    const view = state.sections.get(frame.section_id);
-    if (!view) return;
-    view.text += frame.delta;
-    view.textNode.appendData(frame.delta);
-    view.chunks += 1;
-    if (frame.section_id === state.currentId) updateTokens(view);
-  },
-
-  section_end(frame) {
-    const view = state.sections.get(frame.section_id);
-    if (!view) return;
-    view.tokens = frame.usage?.output_tokens ?? view.chunks;
-    view.el.dataset.sha256 = frame.text_sha256;
-    view.el.dataset.finishReason = frame.finish_reason;
-    view.el.dataset.state = "ended";
-    if (frame.finish_reason === "stop" || frame.finish_reason === "length") {
-      state.done += 1;
-      setBadge(view, `${view.tokens} tokens · ${(frame.duration_ms / 1000).toFixed(1)} s`);
-    } else {
-      setBadge(view, frame.finish_reason);
-    }
-    verifySection(view, frame.text_sha256);
-    updateProgress();
-  },
-
-  summary_update(frame) {
-    ui.summary.textContent = frame.summary;
-    ui.summary.dataset.version = String(frame.version);
-    ui.summary.dataset.method = frame.method;
-    const through = state.sections.get(frame.through_section)?.title ?? frame.through_section;
-    ui.summaryMeta.textContent = `Version ${frame.version} · ${frame.method} · through “${through}” · ${frame.latency_ms} ms after that section`;
-  },
-
-  run_end(frame) {
-    state.phase = "ended";
-    state.currentId = null;
-    setRunStatus(frame.status);
-    updateProgress();
-    const totals = frame.totals ?? {};
-    ui.tokensCaption.textContent = "Whole run";
-    ui.tokensCount.textContent = `${totals.output_tokens ?? 0} tokens in ${((totals.duration_ms ?? 0) / 1000).toFixed(1)} s`;
-    ui.tokensProgress.max = 1;
-    ui.tokensProgress.value = frame.status === "completed" ? 1 : 0;
-  },
-
-  error(frame) {
-    const where = frame.section_id ? ` in “${state.sections.get(frame.section_id)?.title ?? frame.section_id}”` : "";
-    notify("error", `${frame.message}${where} (${frame.code})`);
-    const view = frame.section_id && state.sections.get(frame.section_id);
-    if (view) view.el.dataset.error = frame.code;
-  },
-};
-
-function handleRequestError(frame) {
-  // Errors about one of our frames; they are not part of a run's log (no seq).
-  notify("error", `${frame.message} (${frame.code})`);
-  if (state.phase === "starting" && frame.request_id && frame.request_id === state.pendingRequestId) {
-    state.phase = "idle"; // the generate frame was refused
-    setRunStatus("idle");
-    ui.document.setAttribute("aria-busy", "false");
-  } else if (state.phase === "running" && frame.run_id === state.runId) {
-    if (frame.retryable) {
-      // The edge gave up following the run (generator unreachable): ask again shortly.
-      const runId = state.runId;
-      setTimeout(() => {
-        if (state.phase === "running" && state.runId === runId) {
-          send({ type: "resume", run_id: runId, after_seq: state.lastSeq });
-        }
-      }, RESUME_RETRY_MS);
-    } else if (frame.code === "run_not_found" || frame.code === "cursor_out_of_range") {
-      state.phase = "ended"; // the run can no longer be followed (expired, or not ours)
-      setRunStatus("unknown");
-    }
-  }
-  updateControls();
+function stateOf(run, sectionId) {
+  return run.state.sections.find((s) => s.id === sectionId);
 }
 
-// --- document view -------------------------------------------------------------------------
+/** After the run: sections never started are "not written", and the totals count every token
+ * written, the cancelled or failed section's too (run_end's totals count completed ones only). */
+function finishViews(run) {
+  if (!run.ended) return;
+  for (const section of run.state.sections) {
+    if (section.state !== "pending") continue;
+    const view = sectionView(section);
+    view.el.dataset.state = "not-written";
+    setBadge(view, "not written");
+  }
+  const written = run.state.sections.reduce((sum, s) => sum + (s.outputTokens ?? 0), 0);
+  const completed = run.state.totals?.output_tokens ?? 0;
+  const seconds = ((run.state.totals?.duration_ms ?? 0) / 1000).toFixed(1);
+  const partial = written - completed;
+  ui.tokensCaption.textContent = "Whole run";
+  ui.tokensCount.textContent = partial > 0
+    ? `${written} tokens written (${partial} of them in the ${run.state.status} section) in ${seconds} s`
+    : `${written} tokens written in ${seconds} s`;
+  ui.tokensCount.dataset.written = String(written);
+  ui.tokensProgress.max = 1;
+  ui.tokensProgress.value = run.state.status === "completed" ? 1 : 0;
+}
 
-function sectionView(id, index, title, target) {
-  let view = state.sections.get(id);
+function sectionView(section) {
+  let view = state.views.get(section.id);
   if (!view) {
     const el = document.createElement("article");
     el.className = "section";
-    el.dataset.sectionId = id;
+    el.dataset.sectionId = section.id;
     el.dataset.state = "pending";
     const header = document.createElement("header");
     const heading = document.createElement("h4");
-    heading.id = `section-title-${index}`;
+    heading.id = `section-title-${section.index}`;
     el.setAttribute("aria-labelledby", heading.id);
     const badge = document.createElement("span");
     badge.className = "badge";
@@ -391,79 +321,72 @@ function sectionView(id, index, title, target) {
     body.append(textNode);
     el.append(header, body);
     ui.document.append(el);
-    view = { id, el, heading, badge, textNode, text: "", chunks: 0, tokens: 0, title, target };
-    state.sections.set(id, view);
+    view = { el, heading, badge, textNode };
+    state.views.set(section.id, view);
   }
-  view.title = title || view.title;
-  view.target = target || view.target;
-  view.heading.textContent = `${index + 1}. ${view.title}`;
+  view.heading.textContent = `${section.index + 1}. ${section.title}`;
   return view;
 }
 
-function setBadge(view, text) {
+function emptyNote() {
+  const note = document.createElement("p");
+  note.className = "empty";
+  note.textContent = "Nothing written yet: fix the outline and press Generate.";
+  return note;
+}
+
+function setBadge(view, text, level = "") {
   view.badge.textContent = text;
+  view.badge.className = `badge ${level}`.trim();
 }
 
-async function verifySection(view, expected) {
-  // crypto.subtle exists only in secure contexts (https, localhost); elsewhere skip quietly.
-  if (!globalThis.crypto?.subtle) return;
-  const text = view.text;
-  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  const hex = Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
-  view.el.dataset.verified = String(hex === expected);
-  if (hex !== expected) {
-    notify("error", `The text of “${view.title}” does not match its checksum: part of it was lost.`);
-  }
-}
-
-function resetDocument(outline) {
-  state.sections.clear();
-  state.done = 0;
-  state.currentId = null;
-  state.runId = null;
-  state.lastSeq = 0;
-  state.resyncing = false;
-  state.cancelRequested = false;
+function resetDocument(title) {
+  state.views.clear();
+  state.lastDownload = null;
   ui.document.replaceChildren();
-  ui.documentTitle.textContent = outline.title ?? "";
+  ui.documentTitle.textContent = title ?? "";
   ui.summary.textContent = "";
   delete ui.summary.dataset.version;
   ui.summaryMeta.textContent = "No summary yet.";
   ui.tokensCaption.textContent = "Current section";
   ui.tokensCount.textContent = "—";
+  delete ui.tokensCount.dataset.written;
   ui.tokensProgress.value = 0;
+  ui.sectionsCount.textContent = "0 / 0";
+  ui.sectionsProgress.value = 0;
 }
 
 function setRunStatus(status) {
   state.runStatus = status;
   ui.runStatus.textContent = status;
   ui.runStatus.dataset.status = status;
-  const busy = status === "starting" || status === "running" || status === "cancelling";
+  const busy = ["starting", "running", "cancelling"].includes(status);
   ui.document.setAttribute("aria-busy", String(busy));
   updateControls();
 }
 
-function updateProgress() {
-  const total = state.sections.size;
-  ui.sectionsCount.textContent = `${state.done} / ${total}`;
+function updateProgress(run) {
+  const total = run.state.sections.length;
+  const done = run.state.sections.filter((s) => ["stop", "length", "content_filter"].includes(s.finishReason)).length;
+  ui.sectionsCount.textContent = `${done} / ${total}`;
   ui.sectionsProgress.max = Math.max(total, 1);
-  ui.sectionsProgress.value = state.done;
-  const current = state.currentId && state.sections.get(state.currentId);
-  if (current) updateTokens(current);
+  ui.sectionsProgress.value = done;
 }
 
-function updateTokens(view) {
+function updateTokens(section) {
   // One chunk is one streamed token, near enough; section_end brings the exact count.
-  const count = view.el.dataset.state === "ended" ? view.tokens : view.chunks;
-  ui.tokensCount.textContent = `${view.title}: ${count} / ${view.target} tokens`;
-  ui.tokensProgress.max = Math.max(view.target, 1);
-  ui.tokensProgress.value = Math.min(count, view.target);
+  const count = section.state === "ended" ? section.outputTokens : section.chunks;
+  ui.tokensCount.textContent = `${section.title}: ${count} / ${section.targetTokens} tokens`;
+  ui.tokensProgress.max = Math.max(section.targetTokens, 1);
+  ui.tokensProgress.value = Math.min(count, section.targetTokens);
 }
 
 function updateControls() {
-  const active = state.phase === "starting" || state.phase === "running";
-  ui.generate.disabled = !state.connected || active;
-  ui.cancel.disabled = !state.connected || !active || state.cancelRequested;
+  const connectionUsable = state.client !== null && ui.connection.dataset.state !== "closed";
+  const running = activeRun() !== null;
+  ui.generate.disabled = !connectionUsable || running;
+  ui.cancel.disabled = !running || state.run?.cancelRequested === true;
+  ui.download.disabled = !(state.run?.ended && state.run.state.sections.some((s) => s.text));
 }
 
 function notify(level, message) {
@@ -472,76 +395,140 @@ function notify(level, message) {
   const time = document.createElement("time");
   time.textContent = new Date().toLocaleTimeString();
   item.append(time, " ", message);
-  ui.errors.append(item);
-  while (ui.errors.childElementCount > MAX_NOTICES) ui.errors.firstElementChild.remove();
+  ui.errors.prepend(item); // newest on top, right under the buttons
+  while (ui.errors.childElementCount > MAX_NOTICES) ui.errors.lastElementChild.remove();
   if (level === "error") console.error(`docgen: ${message}`);
+}
+
+function clearNotices() {
+  ui.errors.replaceChildren();
 }
 
 // --- controls ------------------------------------------------------------------------------
 
-function requestId() {
-  return globalThis.crypto?.randomUUID?.() ?? `req-${Date.now()}-${Math.random().toString(16).slice(2)}`;
+function fillExamples() {
+  const options = [new Option("Composting in a small apartment (built in)", BUILT_IN_OPTION)];
+  for (const example of EXAMPLES) options.push(new Option(`${example.outline.title} (${example.file})`, example.file));
+  options.push(new Option("By plan id… (the planner supplies the outline)", PLAN_OPTION));
+  ui.example.replaceChildren(...options);
+  ui.planIds.replaceChildren(...EXAMPLES.map((e) => new Option(e.outline.title, e.outline.document_id)));
+  ui.editor.value = JSON.stringify(BUILT_IN_OUTLINE, null, 2);
+}
+
+function onExample() {
+  const choice = ui.example.value;
+  const byPlan = choice === PLAN_OPTION;
+  ui.planRow.hidden = !byPlan;
+  ui.outlineRow.hidden = byPlan;
+  if (byPlan) {
+    ui.planId.focus();
+    return;
+  }
+  const outline = choice === BUILT_IN_OPTION ? BUILT_IN_OUTLINE : EXAMPLES.find((e) => e.file === choice)?.outline;
+  if (outline) ui.editor.value = JSON.stringify(outline, null, 2);
 }
 
 function onGenerate() {
-  let outline;
-  try {
-    outline = JSON.parse(ui.editor.value);
-  } catch (error) {
-    notify("error", `The outline is not valid JSON: ${error.message}`);
-    ui.editor.focus();
-    return;
+  let request;
+  let outline = null;
+  if (ui.example.value === PLAN_OPTION) {
+    const documentId = ui.planId.value.trim();
+    if (!documentId) {
+      notify("error", "Type the plan's document id, e.g. course-sourdough-101.");
+      ui.planId.focus();
+      return;
+    }
+    request = { plan: { document_id: documentId } };
+  } else {
+    try {
+      outline = JSON.parse(ui.editor.value);
+    } catch (error) {
+      notify("error", `The outline is not valid JSON: ${error.message}. Check the commas and quotes near there.`);
+      ui.editor.focus();
+      return;
+    }
+    if (!outline || typeof outline !== "object" || Array.isArray(outline)) {
+      notify("error", "The outline must be a JSON object: { \"document_id\": …, \"title\": …, \"sections\": [ … ] }.");
+      ui.editor.focus();
+      return;
+    }
+    request = outline;
   }
-  if (!outline || typeof outline !== "object" || !Array.isArray(outline.sections) || outline.sections.length === 0) {
-    notify("error", "The outline needs a non-empty \"sections\" list.");
-    ui.editor.focus();
-    return;
-  }
-  resetDocument(outline);
-  state.outline = outline;
-  state.pendingRequestId = requestId();
-  state.phase = "starting";
-  setRunStatus("starting");
-  updateProgress();
-  if (!send({ type: "generate", outline, request_id: state.pendingRequestId })) {
-    state.phase = "idle";
-    setRunStatus("idle");
-    notify("error", "Not connected: wait for the connection and try again.");
-  }
+  resetDocument(outline?.title);
+  const run = state.client.generate(request);
+  follow(run, outline);
+  updateControls();
 }
 
 function onCancel() {
-  state.cancelRequested = true;
-  if (state.runId) send({ type: "cancel", run_id: state.runId }); // otherwise on run_started
+  const run = activeRun();
+  if (!run) return;
+  run.cancel().catch((error) => notify("error", describeError(error)));
   setRunStatus("cancelling");
 }
 
-ui.editor.value = JSON.stringify(EXAMPLE_OUTLINE, null, 2);
+async function onDownload() {
+  const run = state.run;
+  if (!run?.ended) return;
+  // The edge's export (GET /v1/runs/{id}/document) when it answers; else the same Markdown
+  // assembled here from the verified sections.
+  let text = null;
+  let source = "local";
+  try {
+    const response = await fetch(`/v1/runs/${encodeURIComponent(run.runId)}/document`, {
+      headers: { Authorization: `Bearer ${sessionStorage.getItem(TOKEN_KEY)}`, Accept: "text/markdown" },
+    });
+    if (response.ok) {
+      text = await response.text();
+      source = "export";
+    }
+  } catch {
+    // offline or an older edge: assemble it here
+  }
+  if (text === null) text = run.toMarkdown();
+  state.lastDownload = { source, text };
+  const url = URL.createObjectURL(new Blob([text], { type: "text/markdown;charset=utf-8" }));
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = `${run.state.documentId ?? "document"}.md`;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+fillExamples();
+ui.example.addEventListener("change", onExample);
 ui.generate.addEventListener("click", onGenerate);
 ui.cancel.addEventListener("click", onCancel);
+ui.download.addEventListener("click", onDownload);
 ui.reconnect.addEventListener("click", () => {
-  state.reconnectAttempt = 0;
-  connect();
+  clearNotices();
+  state.client?.close();
+  start();
 });
 window.addEventListener("hashchange", () => {
-  // A new token pasted into the address bar: reconnect with it (and resume, if running).
-  if (tokenFromFragment() === state.token) return;
-  const old = state.ws;
-  state.ws = null;
-  state.connected = false;
-  old?.close(1000, "new token");
-  state.reconnectAttempt = 0;
-  connect();
+  // A new #token=… pasted into the address bar: keep it, and hand it to the open socket.
+  const before = sessionStorage.getItem(TOKEN_KEY);
+  const token = takeToken();
+  if (!token || token === before) return;
+  if (!state.client || ui.connection.dataset.state === "closed") {
+    clearNotices();
+    start();
+  } else {
+    state.client.refresh(token).catch(() => {}); // if refused, the next reconnect uses it
+  }
 });
 
 // Read-only view for tests and the curious.
 window.docgen = {
-  get lastSeq() { return state.lastSeq; },
-  get runId() { return state.runId; },
-  get sections() { return Object.fromEntries([...state.sections].map(([id, view]) => [id, view.text])); },
+  get lastSeq() { return state.run?.lastSeq ?? 0; },
+  get runId() { return state.run?.runId ?? null; },
+  get sections() { return Object.fromEntries((state.run?.state.sections ?? []).map((s) => [s.id, s.text])); },
   get runStatus() { return state.runStatus; },
-  get connected() { return state.connected; },
-  get reconnects() { return state.reconnects; },
+  get connected() { return ["open"].includes(ui.connection.dataset.state); },
+  get reconnects() { return state.client?.reconnects ?? 0; },
+  get lastDownload() { return state.lastDownload; },
 };
 
-connect();
+start();
