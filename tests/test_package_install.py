@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import aiohttp
@@ -27,7 +28,7 @@ from services.edge.settings import DEV_JWT_SECRET
 from tests.support.processes import free_port, spawn, stop_process
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "services", "clients", "schemas")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "services", "clients", "schemas")
 
 
 def run(*argv: str | Path, cwd: Path) -> str:
@@ -53,6 +54,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
         "-w", tmp / "dist", src, cwd=tmp)  # fmt: skip
     (wheel,) = (tmp / "dist").glob("docgen-*.whl")
+    # Every Python package of the checkout is in the wheel (setup.py finds them).
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for init in [*(ROOT / "services").rglob("__init__.py"), ROOT / "clients" / "__init__.py"]:
+        assert init.relative_to(ROOT).as_posix() in names, init
 
     venv = tmp / "venv"
     run(getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", venv,
