@@ -58,3 +58,8 @@ def test_no_text_means_the_default() -> None:
 def test_names_and_sentence_rules(tag: str, name: str, rules: str) -> None:
     assert language.prompt_name(tag) == name
     assert language.sentence_rules(tag) == rules
+
+
+def test_a_guess_on_a_few_words_falls_back_to_the_default() -> None:
+    # py3langid says French at ~0.36 for these; a guess is worse than the default.
+    assert language.detect(["Matrix", "Section 0", "b"]).language == language.DEFAULT_LANGUAGE

@@ -17,6 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 DEFAULT_LANGUAGE = "en"
+# Below this probability a detection is a guess (two-word outlines such as "Matrix / Section 0"
+# come out French at 0.36); the default language is the better bet then.
+MIN_PROBABILITY = 0.5
 
 # The languages detection chooses among, and how a prompt names each (in that language: a small
 # model follows "en español" better than "in Spanish"). Restricting detection to languages the
@@ -87,11 +90,13 @@ def warm_up() -> None:
 
 def detect(texts: Iterable[str]) -> Detection:
     """The most likely language of these texts together (an outline's titles and briefs);
-    `DEFAULT_LANGUAGE` when there is no text to go on."""
+    `DEFAULT_LANGUAGE` when there is no text to go on or no language is likely enough."""
     text = "\n".join(t for t in texts if t and t.strip())
     if len(re.findall(r"[^\W\d_]", text)) < 3:
         return Detection(DEFAULT_LANGUAGE, 0.0)
     language, probability = _get_identifier().classify(text)
+    if probability < MIN_PROBABILITY:
+        return Detection(DEFAULT_LANGUAGE, float(probability))
     return Detection(str(language), float(probability))
 
 
