@@ -80,7 +80,8 @@ def main() -> int:
             port = int(os.environ.get(variable, default).rsplit(":", 1)[-1])
             check_http(port, "/healthz") if kind == "http" else check_grpc(port)
     except Exception as error:  # any failure is "unhealthy", reported in one line
-        print(f"unhealthy: {type(error).__name__}: {error}", file=sys.stderr)
+        reason = " ".join(str(error).split())  # gRPC errors span lines; a probe log wants one
+        print(f"unhealthy: {type(error).__name__}: {reason}", file=sys.stderr)
         return 1
     return 0
 
