@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
+import ipaddress
 import os
 import re
 import secrets
@@ -30,6 +32,10 @@ import psutil
 import pytest
 import redis
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.support.processes import (
     SESSION_MARKER,
@@ -41,7 +47,6 @@ from tests.support.processes import (
 )
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import OUTLINE_3, ProtocolClient
-from tests.test_grpc_tls import make_pki
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBE = ROOT / "deploy" / "kubernetes"
@@ -61,14 +66,88 @@ TEXT = "Ovens need space. Dough needs time. Money needs care."
 pytestmark = pytest.mark.timeout(300)
 
 
-def manifest_env(workload: str) -> dict[str, str]:
-    """The container environment of a Deployment in deploy/kubernetes."""
+def manifest_container(workload: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(pod spec, first container) of a Deployment in deploy/kubernetes."""
     for path in KUBE.glob("*.yaml"):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc["kind"] == "Deployment" and doc["metadata"]["name"] == workload:
-                container = doc["spec"]["template"]["spec"]["containers"][0]
-                return {e["name"]: e["value"] for e in container["env"]}
+                pod = doc["spec"]["template"]["spec"]
+                return pod, pod["containers"][0]
     raise AssertionError(workload)
+
+
+def manifest_env(workload: str) -> dict[str, str]:
+    """The container environment of a Deployment."""
+    return {e["name"]: e["value"] for e in manifest_container(workload)[1]["env"]}
+
+
+def manifest_secret_files(workload: str) -> list[tuple[str, str, str]]:
+    """(Secret, key, path in the pod) of every file the Deployment's projected `secrets`
+    volume mounts."""
+    pod, container = manifest_container(workload)
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+    return [
+        (source["secret"]["name"], item["key"], f"{mount['mountPath']}/{item['path']}")
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    ]
+
+
+def service_pki() -> dict[str, dict[str, bytes]]:
+    """The three TLS Secrets of optional/cert-manager.yaml: one CA, one certificate per
+    service named after it (the identity DOCGEN_GRPC_ALLOWED_PEERS lists), also valid for
+    localhost and 127.0.0.1 (the health probe's and this test's addresses)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "docgen internal CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    secrets_by_name = {}
+    for service in ("docgen-edge", "docgen-generator", "docgen-summary"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        names = [
+            x509.DNSName(service),
+            x509.DNSName(f"{service}.docgen.svc.cluster.local"),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        secrets_by_name[f"{service}-tls"] = {
+            "tls.crt": cert.public_bytes(serialization.Encoding.PEM),
+            "tls.key": key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ),
+            "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
+        }
+    return secrets_by_name
 
 
 def redis_acl(password: str) -> str:
@@ -151,13 +230,29 @@ class Sandbox:
         markers = {k: os.environ[k] for k in (SESSION_MARKER, STARTED_BY) if k in os.environ}
         return {**base, **markers, **settings}
 
-    def in_pod(self, settings: dict[str, str]) -> dict[str, str]:
-        """The manifest's paths of mounted secrets, pointed at this sandbox's copies."""
+    def mount_secrets(self, workload: str, data: dict[str, dict[str, bytes]]) -> None:
+        """What the Deployment's `secrets` volume mounts, from the Secrets' `data`, into this
+        pod's own folder: readable by the pod's group only, like a projected volume with
+        fsGroup and mode 0440."""
+        folder = self.secrets / workload
+        for secret, key, path in manifest_secret_files(workload):
+            file = folder / path.removeprefix(SECRETS_IN_POD)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(data[secret][key])
+            file.chmod(0o440)
+        for entry in [folder, *folder.rglob("*")]:
+            if entry.is_dir():
+                entry.chmod(0o750)
+            if AS_ROOT:
+                os.chown(entry, 0, GID)
+
+    def in_pod(self, workload: str) -> dict[str, str]:
+        """The Deployment's environment, its paths of mounted secrets pointed at this pod's
+        copies."""
+        folder = self.secrets / workload
         return {
-            k: str(self.secrets / v.removeprefix(SECRETS_IN_POD))
-            if v.startswith(SECRETS_IN_POD)
-            else v
-            for k, v in settings.items()
+            k: str(folder / v.removeprefix(SECRETS_IN_POD)) if v.startswith(SECRETS_IN_POD) else v
+            for k, v in manifest_env(workload).items()
         }
 
 
@@ -169,27 +264,12 @@ def sandbox() -> Iterator[Sandbox]:
         home, secret_dir, stash = base / "home", base / "secrets", base / "python"
         home.mkdir(mode=0o700)
         stash.mkdir()
-        (secret_dir / "tls").mkdir(parents=True)
+        secret_dir.mkdir()
         if AS_ROOT:
             os.chown(home, UID, GID)
         yield Sandbox(home, secret_dir, stash)
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-def write_secrets(sandbox: Sandbox, files: dict[str, str | bytes]) -> None:
-    """Files readable by the pod's group only, like a Secret mounted with fsGroup and mode
-    0440."""
-    for name, content in files.items():
-        path = sandbox.secrets / name
-        path.write_bytes(content.encode() if isinstance(content, str) else content)
-        path.chmod(0o440)
-        if AS_ROOT:
-            os.chown(path, 0, GID)
-    for directory in (sandbox.secrets, sandbox.secrets / "tls"):
-        directory.chmod(0o750)
-        if AS_ROOT:
-            os.chown(directory, 0, GID)
 
 
 @contextlib.contextmanager
@@ -281,27 +361,24 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
     assert writable.returncode == 0, "the working tree is writable by the unprivileged user"
 
     jwt_secret, llm_key, redis_password = (secrets.token_urlsafe(48) for _ in range(3))
-    cert, key, ca = make_pki(sandbox.secrets.parent)
     with acl_redis(sandbox, redis_password) as redis_port:
-        write_secrets(
-            sandbox,
-            {
-                "jwt-secret": jwt_secret + "\n",  # as `echo ... > file` writes it
-                "llm-api-key": llm_key,
-                "runlog-url": f"redis://docgen:{redis_password}@127.0.0.1:{redis_port}/0",
-                "tls/tls.crt": cert.read_bytes(),
-                "tls/tls.key": key.read_bytes(),
-                "tls/ca.crt": ca.read_bytes(),
-            },
-        )
+        data = service_pki() | {
+            "docgen-secrets": {
+                "jwt-secret": f"{jwt_secret}\n".encode(),  # as `echo ... > file` writes it
+                "llm-api-key": llm_key.encode(),
+                "runlog-url": f"redis://docgen:{redis_password}@127.0.0.1:{redis_port}/0".encode(),
+            }
+        }
+        for workload in ("docgen-edge", "docgen-generator", "docgen-summary"):
+            sandbox.mount_secrets(workload, data)
         summary_port, generator_port, edge_port = free_port(), free_port(), free_port()
         # The manifests' environments, with loopback addresses for the cluster's names, the
         # scripted LLM, no drain on stop and no fixed metrics ports (tests run side by side).
-        summary_env = sandbox.in_pod(manifest_env("docgen-summary")) | {
+        summary_env = sandbox.in_pod("docgen-summary") | {
             "DOCGEN_SUMMARY_ADDR": f"127.0.0.1:{summary_port}",
             "DOCGEN_SUMMARY_METRICS_PORT": "0",
         }
-        generator_env = sandbox.in_pod(manifest_env("docgen-generator")) | {
+        generator_env = sandbox.in_pod("docgen-generator") | {
             "DOCGEN_GENERATOR_ADDR": f"127.0.0.1:{generator_port}",
             "DOCGEN_SUMMARY_ADDR": f"127.0.0.1:{summary_port}",
             "DOCGEN_LLM_BASE_URL": llm.base_url,
@@ -309,7 +386,7 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
             "DOCGEN_GENERATOR_SHUTDOWN_GRACE_S": "1",
             "DOCGEN_GENERATOR_METRICS_PORT": "0",
         }
-        edge_env = sandbox.in_pod(manifest_env("docgen-edge")) | {
+        edge_env = sandbox.in_pod("docgen-edge") | {
             "DOCGEN_EDGE_HOST": "127.0.0.1",
             "DOCGEN_EDGE_PORT": str(edge_port),
             "DOCGEN_EDGE_METRICS_PORT": "0",
