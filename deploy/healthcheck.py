@@ -56,8 +56,9 @@ def check_grpc(port: int) -> None:
         raise RuntimeError(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
-def running_service() -> str:
-    argv = Path("/proc/1/cmdline").read_bytes().split(b"\0")
+def running_service(cmdline: Path = Path("/proc/1/cmdline")) -> str:
+    """The docgen module PID 1 runs: in a container, the service itself."""
+    argv = cmdline.read_bytes().split(b"\0")
     for module in DEFAULTS:
         if module.encode() in argv:
             return module

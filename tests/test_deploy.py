@@ -8,6 +8,7 @@ plain install of the project carries the data files the image needs."""
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import json
 import os
 import re
@@ -20,6 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -357,6 +360,29 @@ def test_the_dockerfile_runs_unprivileged_with_a_healthcheck_and_its_data() -> N
     for name in ("docgen-generator", "docgen-summary"):
         for kind in ("readinessProbe", "livenessProbe"):
             assert containers(name)[0][kind]["exec"]["command"][0] == probe
+
+
+def test_the_image_health_check_probes_the_service_pid_1_runs(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("healthcheck", DEPLOY / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    cmdline = tmp_path / "cmdline"
+    for module in ("services.edge", "services.generator", "services.summary"):
+        cmdline.write_bytes(f"/opt/docgen/bin/python\0-m\0{module}\0".encode())
+        assert healthcheck.running_service(cmdline) == module
+    cmdline.write_bytes(b"sleep\0infinity\0")
+    with pytest.raises(RuntimeError, match="not a docgen service"):
+        healthcheck.running_service(cmdline)
+    # Nothing listening: unhealthy, in one line.
+    done = subprocess.run(
+        [sys.executable, DEPLOY / "healthcheck.py", "--grpc", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("unhealthy: ")
 
 
 @pytest.mark.timeout(300)
