@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the whole document, from the title on, even with --after (overwrites -o)",
     )
     resume.add_argument(
-        "--title", help="the document title for '# ...' (the server does not send it again)"
+        "--title",
+        help="the document title for '# ...' (default: the one the server sends in run_started)",
     )
 
     token = commands.add_parser("token", help="print a development token")
