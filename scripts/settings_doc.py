@@ -16,11 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "operations.md"
 START, END = "<!-- settings:start -->", "<!-- settings:end -->"
 ENV = re.compile(r"`(DOCGEN_[A-Z0-9_]+)`")
+# Where settings classes live: the services, and the developer tools (`make run`'s supervisor).
+FOLDERS = ("services", "tools")
 
 
 def settings_rows() -> list[tuple[str, str, str, str]]:
     rows = []
-    for path in sorted((ROOT / "services").rglob("*.py")):
+    files = [(folder, path) for folder in FOLDERS for path in (ROOT / folder).rglob("*.py")]
+    for folder, path in sorted(files, key=lambda found: found[1].relative_to(ROOT / found[0])):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if not isinstance(node, ast.ClassDef):
@@ -37,7 +40,7 @@ def settings_rows() -> list[tuple[str, str, str, str]]:
                     continue
                 default = _default_text(field.value)
                 meaning = re.sub(r"\s*\(`DOCGEN_[A-Z0-9_]+`\)", "", text).replace("|", "\\|")
-                service = path.relative_to(ROOT / "services").parts[0].removesuffix(".py")
+                service = path.relative_to(ROOT / folder).parts[0].removesuffix(".py")
                 rows.append((names[0], f"`{default}`", service, meaning))
     return rows
 
@@ -47,6 +50,10 @@ def _default_text(value: ast.expr | None) -> str:
     is what an operator wants to read."""
     if value is None:
         return ""
+    if isinstance(value, ast.Call) and ast.unparse(value.func) == "field":  # field(default=…)
+        default = next((k.value for k in value.keywords if k.arg == "default"), None)
+        if default is not None:
+            return _default_text(default)
     if isinstance(value, ast.Name) and value.id.isupper() and hasattr(defaults, value.id):
         return repr(getattr(defaults, value.id))
     return ast.unparse(value)

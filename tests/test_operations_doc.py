@@ -27,7 +27,7 @@ def test_settings_table_matches_the_settings_classes() -> None:
 
 def test_every_env_var_the_code_reads_is_documented() -> None:
     code = "\n".join(
-        p.read_text() for d in ("services", "clients") for p in (ROOT / d).rglob("*.py")
+        p.read_text() for d in ("services", "clients", "tools") for p in (ROOT / d).rglob("*.py")
     )
     names = set(re.findall(r"\"(DOCGEN_[A-Z0-9_]+)\"", code))
     assert names, "the pattern found no env var at all"
