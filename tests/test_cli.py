@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import jwt
 import pytest
@@ -61,7 +61,7 @@ Script = Callable[[int, dict[str, Any]], Reply]
 
 def section_of(body: dict[str, Any]) -> str:
     prompt = body["messages"][-1]["content"]
-    for section in OUTLINE_3["sections"]:
+    for section in cast(list[dict[str, Any]], OUTLINE_3["sections"]):
         if f'"{section["title"]}"' in prompt:
             return str(section["id"])
     raise AssertionError(f"prompt names no known section: {prompt[:200]}")
@@ -540,7 +540,8 @@ async def test_a_close_with_4000_makes_the_cli_resume_without_loss_or_duplicates
     stack = await stacks(by_section(token_delay_s=0.02))
     process = await spawn("generate", str(outline_file), "--url", url_of(stack))
     await wait_for(lambda: len(stack.llm.requests) >= 2, 20)  # mid-run: in section 2
-    for ws in list(stack.edge_runner.app[SOCKETS]):
+    sockets = stack.edge_runner.app[SOCKETS]
+    for ws in list(sockets):
         await close_for_shutdown(ws)
     result = await finish(process)
     assert result.code == 0, result.stderr
