@@ -1,5 +1,5 @@
 """Values several processes must agree on are written once, in services/common/defaults.py:
-no other Python module of the services or the clients spells them out."""
+no other Python module of the services, the clients or the tools spells them out."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ LITERALS = [
 def modules() -> list[Path]:
     return [
         path
-        for folder in ("services", "clients")
+        for folder in ("services", "clients", "tools")
         for path in sorted((ROOT / folder).rglob("*.py"))
         if path not in NOT_SCANNED
     ]

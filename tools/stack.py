@@ -21,12 +21,18 @@ import aiohttp
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common.defaults import (
+    BUNDLED_LLM_MODEL,
+    EDGE_HOST,
+    EDGE_PORT,
+    GENERATOR_ADDR,
+    SUMMARY_ADDR,
+    ws_url,
+)
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
 from services.common.grpc_client import channel
 from services.common.grpc_tls import GrpcTls, PeerAuth
-from services.edge.auth import mint_dev_token
-from services.edge.settings import DEV_JWT_SECRET
-from services.generator.settings import BUNDLED_LLM_MODEL
+from services.edge.auth import dev_token
 from services.local_llm import LocalLLMSettings, LocalLLMUnavailable, server_command
 
 TAIL_LINES = 20
@@ -37,7 +43,7 @@ PROBE_TIMEOUT_S = 1.0
 LINE_LIMIT = 1 << 20
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The CLI's default edge (clients/cli.py); any other address goes on the printed command line.
-CLI_DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
+CLI_DEFAULT_URL = ws_url()
 
 
 class StackError(Exception):
@@ -72,13 +78,13 @@ class Child:
 
 @dataclass(frozen=True)
 class StackSettings:
-    edge_host: str = "127.0.0.1"
+    edge_host: str = EDGE_HOST
     """`DOCGEN_EDGE_HOST`, as the edge reads it."""
-    edge_port: int = 8080
+    edge_port: int = EDGE_PORT
     """`DOCGEN_EDGE_PORT`, as the edge reads it."""
-    generator_addr: str = "127.0.0.1:50051"
+    generator_addr: str = GENERATOR_ADDR
     """`DOCGEN_GENERATOR_ADDR`, as the generator reads it."""
-    summary_addr: str = "127.0.0.1:50052"
+    summary_addr: str = SUMMARY_ADDR
     """`DOCGEN_SUMMARY_ADDR`, as the summary service reads it."""
     llm_base_url: str | None = None
     """`DOCGEN_LLM_BASE_URL`; when unset the bundled model is started."""
@@ -288,16 +294,14 @@ def example_document_id() -> str:
 
 def banner(settings: StackSettings, elapsed_s: float) -> str:
     host = dial_host(settings.edge_host)
-    secret = env_opt("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
-    audience = env_opt("DOCGEN_JWT_AUDIENCE") or "docgen"
     # In the fragment, the token never reaches the server's logs or a Referer header.
-    token = mint_dev_token("dev", secret=secret, audience=audience)
+    token = dev_token("dev")
     cli = f".venv/bin/docgen generate {example_outline()}"
     by_id = f".venv/bin/docgen generate --plan {example_document_id()}"
-    ws_url = f"ws://{host}:{settings.edge_port}/v1/ws"
-    if ws_url != CLI_DEFAULT_URL:
-        cli += f" --url {ws_url}"
-        by_id += f" --url {ws_url}"
+    edge_url = ws_url(host, settings.edge_port)
+    if edge_url != CLI_DEFAULT_URL:
+        cli += f" --url {edge_url}"
+        by_id += f" --url {edge_url}"
     return "\n".join(
         [
             f"[stack] all services ready in {elapsed_s:.1f} s",
