@@ -22,6 +22,7 @@ import pytest
 from clients.markdown import render_markdown
 from services.edge.schemas import FrameValidator
 from tests.support.node import ensure_npm_packages
+from tests.support.planner import ScriptedPlanner
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import Stack, sections_text, start_stack
 
@@ -467,6 +468,7 @@ ERRORS_NEXT_TO_GENERATE = """(() => ({
   newestInView: (document.querySelector('#errors .notice')?.getBoundingClientRect().bottom
     ?? 0) <= innerHeight,
 }))()"""
+TITLE_SHOWN = "document.querySelector('#document-title').textContent"
 HAS_ERROR_NOTICE = "document.querySelectorAll('#errors .notice.error').length"
 
 
@@ -547,6 +549,49 @@ async def test_a_section_cut_at_its_length_limit_looks_cut(page_driver: list[str
     assert "cut at its length limit" in final["results"]["marker"]
     assert all(b["finishReason"] == "stop" for b in others)
     assert not any(badge.startswith("cut") for badge in page["badges"][1:])
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_generate_by_plan_id_takes_the_outline_from_the_planner(
+    page_driver: list[str],
+) -> None:
+    example = next(p for p in EXAMPLE_OUTLINES if p.name == "intro-to-sourdough.json")
+    outline = json.loads(example.read_text(encoding="utf-8"))
+    planner = ScriptedPlanner(outlines={outline["document_id"]: outline})
+    await planner.start()
+    stack = await start_stack(ScriptedLLM(SectionScript()), generator={"planner_url": planner.url})
+    try:
+        await stack.restart_edge()  # its Origin allowlist then names the real port
+        token = stack.token("pablo")
+        plan = {
+            "failure_screenshot": str(ARTIFACTS / "browser-plan-failure.png"),
+            "steps": [
+                {"do": "goto"},
+                {"do": "wait_for", "js": CONNECTED},
+                {"do": "select", "selector": "#example", "value": "__plan__"},
+                {"do": "fill", "selector": "#plan-id", "value": outline["document_id"]},
+                {"do": "click", "selector": "#generate"},
+                {"do": "wait_for", "js": COMPLETED, "timeout_ms": 90000},
+                {"do": "eval", "name": "page", "js": PAGE_SNAPSHOT},
+                {"do": "eval", "name": "title", "js": TITLE_SHOWN},
+            ],
+        }
+        final = await drive(page_driver, page_url(stack, token), plan)
+        frames = await run_log(stack, token, final["results"]["page"]["docgen"]["runId"])
+    finally:
+        await stack.close()
+        await planner.stop()
+    page = final["results"]["page"]
+    assert [b["id"] for b in page["blocks"]] == [s["id"] for s in outline["sections"]]
+    assert final["results"]["title"] == outline["title"]
+    check_page_matches_run(page, frames, outline)
+    [generate] = sent_frames(final["log"])[0]
+    assert generate["plan"] == {"document_id": outline["document_id"]}
+    assert "outline" not in generate
+    # The planner was asked once, with the page's own token.
+    assert [r.document_id for r in planner.requests] == [outline["document_id"]]
+    assert planner.requests[0].headers["Authorization"] == f"Bearer {token}"
 
 
 def test_the_pages_example_picker_holds_the_bundled_outlines() -> None:
