@@ -32,8 +32,9 @@ from clients.export import export
 from clients.follow import RunFollower
 from clients.markdown import MarkdownAssembler
 from clients.report import RunReport
+from services.common.defaults import ws_url
 
-DEFAULT_URL = "ws://127.0.0.1:8080/v1/ws"
+DEFAULT_URL = ws_url()
 DEFAULT_SUB = "dev"
 DEFAULT_TTL_S = 3600  # development tokens live an hour (docs/security.md)
 CANCEL_WAIT_S = 5.0
@@ -162,12 +163,9 @@ def _cursor(text: str) -> int:
 
 
 def dev_token(sub: str, *, ttl_s: int = DEFAULT_TTL_S) -> str:
-    from services.edge.auth import mint_dev_token
-    from services.edge.settings import DEV_JWT_SECRET
+    from services.edge.auth import dev_token as signed_dev_token
 
-    secret = os.environ.get("DOCGEN_JWT_SECRET") or DEV_JWT_SECRET
-    audience = os.environ.get("DOCGEN_JWT_AUDIENCE") or "docgen"
-    return mint_dev_token(sub, secret=secret, audience=audience, ttl_s=ttl_s)
+    return signed_dev_token(sub, ttl_s=ttl_s)
 
 
 def resolve_token(args: argparse.Namespace) -> str:

@@ -9,6 +9,7 @@ import pytest
 from services.edge.generator_client import error_from_status
 from services.generator import errors
 from services.generator.errors import GeneratorError, grpc_status_name
+from services.generator.plans import error_trailers
 
 ALL_ERRORS = [
     value
@@ -26,6 +27,13 @@ PROTOCOL_CODE = {
     errors.CursorOutOfRange: ("cursor_out_of_range", False),
     errors.TooManyRuns: ("too_many_runs", True),
     errors.RunLogUnavailable: ("generator_unavailable", True),
+    errors.RunNotEnded: ("run_not_ended", True),
+    errors.PlanError: ("internal", True),
+    errors.PlanNotFound: ("plan_not_found", False),
+    errors.PlanForbidden: ("plan_forbidden", False),
+    errors.PlannerUnavailable: ("planner_unavailable", True),
+    errors.PlannerNotConfigured: ("planner_not_configured", False),
+    errors.PlanInvalid: ("invalid_outline", False),
 }
 
 
@@ -43,9 +51,8 @@ def test_every_error_is_in_this_test() -> None:
 def test_each_error_has_a_grpc_status_the_edge_reads_back(cls: type[GeneratorError]) -> None:
     error = make(cls)
     status = grpc.StatusCode[grpc_status_name(error)]
-    wire = grpc.aio.AioRpcError(
-        status, grpc.aio.Metadata(), grpc.aio.Metadata(), details=str(error)
-    )
+    trailers = grpc.aio.Metadata(*error_trailers(error))
+    wire = grpc.aio.AioRpcError(status, grpc.aio.Metadata(), trailers, details=str(error))
     translated = error_from_status(wire)
     assert (translated.code, translated.retryable) == PROTOCOL_CODE[cls]
 
