@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from clients.markdown import render_markdown
 from services.edge.schemas import FrameValidator
 from tests.support.node import ensure_npm_packages
 from tests.support.planner import ScriptedPlanner
+from tests.support.processes import free_port
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import Stack, sections_text, start_stack
 
@@ -592,6 +594,61 @@ async def test_generate_by_plan_id_takes_the_outline_from_the_planner(
     # The planner was asked once, with the page's own token.
     assert [r.document_id for r in planner.requests] == [outline["document_id"]]
     assert planner.requests[0].headers["Authorization"] == f"Bearer {token}"
+
+
+README_EXAMPLE = re.compile(r"## Stream a document in 15 lines\n\n```html\n(.*?)```", re.DOTALL)
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(400)
+async def test_the_js_client_readme_example_streams_a_document_into_a_page(
+    page_driver: list[str],
+) -> None:
+    """clients/js/README.md's 15 lines, as a reader would paste them into their own page on
+    their own origin: only the edge's address is filled in."""
+    match = README_EXAMPLE.search((ROOT / "clients" / "js" / "README.md").read_text("utf-8"))
+    assert match, "the README lost its 15-line example"
+    snippet = match.group(1)
+    assert len(snippet.strip().splitlines()) <= 17  # 15 lines of script, plus <article>/<script>
+    page_port = free_port()
+    stack = await start_stack(
+        ScriptedLLM(SectionScript()),
+        edge={"allowed_origins": (f"http://127.0.0.1:{page_port}",)},
+    )
+    runner: web.AppRunner | None = None
+    try:
+        await stack.restart_edge()
+        edge = f"127.0.0.1:{stack.edge_port}"
+        html = snippet.replace('"/static/docgen.js"', f'"http://{edge}/static/docgen.js"')
+        html = html.replace("${location.host}", edge)
+        page = f"<!doctype html><meta charset=utf-8><title>my page</title>{html}"
+
+        async def serve(_request: web.Request) -> web.Response:
+            return web.Response(text=page, content_type="text/html")
+
+        app = web.Application()
+        app.router.add_get("/", serve)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", page_port).start()
+        expected = streamed_text("Pots and soil")
+        done = f"document.querySelector('#doc p')?.textContent === {json.dumps(expected)}"
+        plan = {
+            "failure_screenshot": str(ARTIFACTS / "browser-readme-failure.png"),
+            "steps": [
+                {"do": "goto"},
+                {"do": "wait_for", "js": done, "timeout_ms": 60000},
+                {"do": "eval", "name": "doc", "js": "document.querySelector('#doc').innerHTML"},
+            ],
+        }
+        token = stack.token("reader")
+        final = await drive(page_driver, f"http://127.0.0.1:{page_port}/#token={token}", plan)
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await stack.close()
+    assert final["results"]["doc"] == f"<h2>Pots and soil</h2><p>{expected}</p>"
+    assert final["log"]["page_errors"] == []
 
 
 def test_the_pages_example_picker_holds_the_bundled_outlines() -> None:

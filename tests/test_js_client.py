@@ -36,8 +36,8 @@ TOKEN_DELAY_S = 0.02
 # so the UTF-8 bytes behind `text_sha256` are checked too.
 TEXTS = {
     "Why compost": "Compost turns kitchen scraps into soil. It halves the bin — voilà, less waste.",
-    "Choosing a bin": "A worm bin suits a flat. Bokashi ferments scraps in a bucket. Both are cheap.",
-    "A weekly routine": "Add greens and browns. Keep it damp, not wet. Stir once a week, naïve or not ✓.",
+    "Choosing a bin": "A worm bin suits a flat. Bokashi ferments scraps. Both are cheap.",
+    "A weekly routine": "Add greens and browns. Keep it damp. Stir weekly, naïve or not ✓.",
     "Fixing problems": "Fruit flies mean too much fruit. A smell means too wet: add cardboard.",
 }
 
@@ -166,6 +166,14 @@ async def test_the_js_client_under_node_against_a_real_edge(
 
 
 async def test_frame_types_are_generated_from_the_current_schemas(node_and_packages: str) -> None:
+    code, output = await run_node(node_and_packages, "scripts/generate-types.mjs")
+    assert code == 0, output
+    types = (PACKAGE / "frames.d.ts").read_text(encoding="utf-8")
+    # One type per schema file, in the unions a client switches on.
+    for folder in ("client", "server"):
+        for schema in sorted((ROOT / "schemas" / folder).glob("*.json")):
+            name = "".join(part.capitalize() for part in schema.stem.split("_")) + "Frame"
+            assert f"export type {name} =" in types or f"export interface {name} " in types, name
     code, output = await run_node(node_and_packages, "scripts/generate-types.mjs", "--check")
     assert code == 0, output
 
@@ -173,6 +181,8 @@ async def test_frame_types_are_generated_from_the_current_schemas(node_and_packa
 async def test_the_typed_example_compiles_and_a_misuse_does_not(
     node_and_packages: str, tmp_path: Path
 ) -> None:
+    code, output = await run_node(node_and_packages, "scripts/generate-types.mjs")
+    assert code == 0, output
     tsc = str(PACKAGE / "node_modules" / "typescript" / "bin" / "tsc")
     code, output = await run_node(node_and_packages, tsc, "--noEmit", "-p", "tsconfig.json")
     assert code == 0, output

@@ -568,7 +568,7 @@ export class DocgenClient {
     const requestId = newRequestId(body.type);
     const frame = { ...body, request_id: requestId };
     return new Promise((resolve, reject) => {
-      this._pending.set(requestId, { resolve, reject, command: body.type, optionalAnswer });
+      this._pending.set(requestId, { resolve, reject, command: body.type, optionalAnswer, frame });
       this._send(frame);
       this._ensureConnected();
       if (optionalAnswer && this.session === null) {
@@ -674,6 +674,12 @@ export class DocgenClient {
     this._ws = null;
     this._open = false;
     this._stopPings();
+    for (const [id, pending] of this._pending) {
+      if (pending.heartbeat) {
+        pending.resolve();
+        this._pending.delete(id);
+      }
+    }
     if (this._closedByUser) return;
     const refusal = reason && /^[a-z_]+$/.test(reason) ? reason : null;
     const tokenProblem = code === TOKEN_EXPIRED_CLOSE || (code >= 4500 && TOKEN_REFUSALS.has(refusal));
@@ -697,6 +703,9 @@ export class DocgenClient {
       return;
     }
     if ((code >= 4000 && code <= 4499) || TRANSIENT_CLOSES.has(code)) {
+      // Commands still waiting for their answer were lost with the socket; they are all safe
+      // to send again (ping, runs, cancel, refresh), so they go out again once reconnected.
+      for (const pending of this._pending.values()) if (pending.frame) (this._outbox ??= []).push(pending.frame);
       if (this._runs.size === 0 && this._pending.size === 0 && !(this._outbox?.length)) {
         this._setStatus("closed", { code, reason }); // nothing to resume: reconnect on demand
         return;
@@ -764,7 +773,8 @@ export class DocgenClient {
           this._onClose(1006, "no pong", ws);
         }
       }, this._options.pongTimeoutMs);
-      this._pending.set(requestId, { resolve: () => clearTimeout(timeout), reject: () => clearTimeout(timeout), command: "ping" });
+      const settle = () => clearTimeout(timeout);
+      this._pending.set(requestId, { resolve: settle, reject: settle, command: "ping", heartbeat: true });
       this._sendNow({ type: "ping", request_id: requestId });
     }, interval);
   }

@@ -208,7 +208,9 @@ async def index(request: web.Request) -> web.FileResponse:
 
 
 async def js_client(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(JS_CLIENT)
+    # Public code, no credentials: any page on an allowed origin may import the module from
+    # here (module scripts are fetched with CORS).
+    return web.FileResponse(JS_CLIENT, headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def healthz(request: web.Request) -> web.Response:

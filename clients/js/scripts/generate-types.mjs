@@ -1,6 +1,8 @@
 // Writes frames.d.ts, the TypeScript types of every WebSocket frame, from the JSON Schemas in
-// schemas/ (the contract's source of truth) with json-schema-to-typescript. `--check` writes
-// nothing and exits 1 when frames.d.ts is not what the schemas give (tests/test_js_client.py).
+// schemas/ (the contract's source of truth) with json-schema-to-typescript. Not committed:
+// `npm pack` (prepack), `npm run typecheck` and tests/test_js_client.py generate it, so the
+// types always follow the schemas. `--check` writes nothing and exits 1 when an existing
+// frames.d.ts is not what the schemas give.
 //
 //   node scripts/generate-types.mjs [--check]
 
