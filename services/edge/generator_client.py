@@ -158,9 +158,15 @@ class Generator(Protocol):
     tests). Streams end after `run_end`; close them (`contextlib.aclosing`) to hang up early."""
 
     def start(
-        self, outline: outline_pb2.Outline, *, user_id: str, request_id: str
+        self,
+        outline: outline_pb2.Outline,
+        *,
+        user_id: str,
+        request_id: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
-        """Starts a run and yields its events from `seq` 1."""
+        """Starts a run and yields its events from `seq` 1 (`chunk_interval_ms`: at most one
+        `section_chunk` per that many ms per section; 0: one per LLM delta)."""
         ...
 
     def follow(
@@ -180,7 +186,13 @@ class Generator(Protocol):
         ...
 
     def start_plan(
-        self, document_id: str, *, user_id: str, request_id: str, token: str
+        self,
+        document_id: str,
+        *,
+        user_id: str,
+        request_id: str,
+        token: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
         """Starts a run from the planner's outline of `document_id`, read with the user's
         `token` (docs/planner.md); yields its events from `seq` 1."""
@@ -202,12 +214,21 @@ class GeneratorClient:
         self._stream_timeout_s = stream_timeout_s
 
     def start(
-        self, outline: outline_pb2.Outline, *, user_id: str, request_id: str
+        self,
+        outline: outline_pb2.Outline,
+        *,
+        user_id: str,
+        request_id: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
         return _events(
             self._stub.StartRun(
                 generator_pb2.StartRunRequest(
-                    outline=outline, user_id=user_id, request_id=request_id
+                    outline=outline,
+                    user_id=user_id,
+                    request_id=request_id,
+                    chunk_interval_ms=chunk_interval_ms,
+                    batch=True,
                 ),
                 timeout=self._stream_timeout_s,
                 metadata=outgoing_metadata(),
@@ -216,7 +237,13 @@ class GeneratorClient:
         )
 
     def start_plan(
-        self, document_id: str, *, user_id: str, request_id: str, token: str
+        self,
+        document_id: str,
+        *,
+        user_id: str,
+        request_id: str,
+        token: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
         # The user's own token goes along, for the planner to decide (docs/grpc.md); gRPC
         # metadata is never logged.
@@ -227,6 +254,8 @@ class GeneratorClient:
                     plan=generator_pb2.PlanReference(document_id=document_id),
                     user_id=user_id,
                     request_id=request_id,
+                    chunk_interval_ms=chunk_interval_ms,
+                    batch=True,
                 ),
                 timeout=self._stream_timeout_s,
                 metadata=metadata,
@@ -250,7 +279,9 @@ class GeneratorClient:
     ) -> AsyncGenerator[RunInfo | RunEvent, None]:
         return _events(
             self._stub.AttachRun(
-                generator_pb2.AttachRunRequest(run_id=run_id, user_id=user_id, after_seq=after_seq),
+                generator_pb2.AttachRunRequest(
+                    run_id=run_id, user_id=user_id, after_seq=after_seq, batch=True
+                ),
                 timeout=self._stream_timeout_s,
                 metadata=outgoing_metadata(),
             )
@@ -302,6 +333,9 @@ async def _events(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[Any, None]:
         async for response in call:
             if response.HasField("event"):
                 yield response.event
+            elif response.HasField("batch"):  # several events ready together (we ask for it)
+                for event in response.batch.events:
+                    yield event
             elif isinstance(response, generator_pb2.AttachRunResponse) and response.HasField("run"):
                 yield response.run
     except grpc.aio.AioRpcError as error:

@@ -269,6 +269,9 @@ class SocketSession:
         # `plan`: the generator reads the outline from the planner with this user's token.
         plan: dict[str, Any] | None = frame.get("plan")
         outline = frames.outline_from_frame(frame["outline"]) if plan is None else None
+        # 0 (absent): a chunk per LLM delta; n: at most one chunk per n ms per section.
+        chunk_interval_ms = int((frame.get("options") or {}).get("chunk_interval_ms", 0))
+        extra = {"chunk_interval_ms": chunk_interval_ms} if chunk_interval_ms else {}
 
         def open_stream(
             run_id: str | None, after_seq: int
@@ -283,10 +286,11 @@ class SocketSession:
                     user_id=self._principal.user_id,
                     request_id=request_id or "",
                     token=self._principal.token,
+                    **extra,
                 )
             assert outline is not None
             return self._generator.start(
-                outline, user_id=self._principal.user_id, request_id=request_id or ""
+                outline, user_id=self._principal.user_id, request_id=request_id or "", **extra
             )
 
         self._spawn(self._follow(None, 0, open_stream, request_id))

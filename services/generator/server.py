@@ -26,6 +26,7 @@ from services.generator.errors import (
     RunNotFound,
     grpc_status_name,
 )
+from services.generator.event_batches import follow_batches
 from services.generator.outline import MAX_SECTIONS, MAX_TARGET_TOKENS
 from services.generator.planner import PlannerClient, PlannerRetry
 from services.generator.plans import document_of, error_trailers, outline_of
@@ -85,6 +86,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                         request_id=request.request_id,
                         trace_id=trace_id_from_metadata(context.invocation_metadata()),
                         plan_source=plan_source,
+                        chunk_interval_ms=request.chunk_interval_ms,
                     )
                     self._directory.record(
                         request.user_id,
@@ -97,8 +99,13 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     )
             except GeneratorError as error:
                 await abort(context, error)
-        async for event in self._follow(run, 0, context):
-            yield generator_pb2.StartRunResponse(event=event)
+        async for events in self._follow(run, 0, context, batch=request.batch):
+            if len(events) == 1:
+                yield generator_pb2.StartRunResponse(event=events[0])
+            else:
+                yield generator_pb2.StartRunResponse(
+                    batch=generator_pb2.RunEventBatch(events=events)
+                )
 
     async def AttachRun(
         self, request: generator_pb2.AttachRunRequest, context: grpc.aio.ServicerContext
@@ -116,8 +123,13 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         yield generator_pb2.AttachRunResponse(run=info)
         if info.status != events_pb2.RUN_STATUS_RUNNING and request.after_seq >= info.last_seq:
             return  # nothing after the end (a follower of the shared log would wait forever)
-        async for event in self._follow(run, request.after_seq, context):
-            yield generator_pb2.AttachRunResponse(event=event)
+        async for events in self._follow(run, request.after_seq, context, batch=request.batch):
+            if len(events) == 1:
+                yield generator_pb2.AttachRunResponse(event=events[0])
+            else:
+                yield generator_pb2.AttachRunResponse(
+                    batch=generator_pb2.RunEventBatch(events=events)
+                )
 
     async def CancelRun(
         self, request: generator_pb2.CancelRunRequest, context: grpc.aio.ServicerContext
@@ -178,12 +190,18 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             return None
 
     async def _follow(
-        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[events_pb2.RunEvent]:
+        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext, *, batch: bool
+    ) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        """The run's events after `after_seq`, one per list, or (`batch`: the caller reads
+        `RunEventBatch`) as many per list as are ready together."""
         async with self._registry.subscription(run):
             try:
-                async for event in run.log.follow(after_seq):
-                    yield event
+                if batch:
+                    async for events in follow_batches(run.log, after_seq):
+                        yield events
+                else:
+                    async for event in run.log.follow(after_seq):
+                        yield [event]
             except GeneratorError as error:
                 await abort(context, error)
 

@@ -52,6 +52,11 @@ class RunReader(Protocol):
         raises `CursorOutOfRange` first if `after_seq` is past the log."""
         ...
 
+    async def last_event(self) -> events_pb2.RunEvent | None:
+        """The run's last event now (None before its first): its `seq` and, once ended, its
+        `run_end` say what the run is (`AttachRun`'s opening `RunInfo`)."""
+        ...
+
 
 class RunWriter(RunReader, Protocol):
     """A run's log as its one writer sees it."""
@@ -122,6 +127,9 @@ class MemoryRunLog:
         """True once `run_end` has been appended: nothing follows it."""
         return self._sequencer.closed
 
+    async def last_event(self) -> events_pb2.RunEvent | None:
+        return self._events[-1] if self._events else None
+
     @property
     def handed_over(self) -> bool:
         """Never: an in-memory run cannot move to another process."""
@@ -152,3 +160,19 @@ class MemoryRunLog:
             if self.closed:
                 return
             await self._appended.wait()
+
+    async def follow_batches(self, after_seq: int = 0) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        """As `follow`, but every event already appended comes in one list (the events a
+        follower that fell behind can send in one message: services/generator/event_batches.py)."""
+        if after_seq < 0 or after_seq > len(self._events):
+            raise CursorOutOfRange(after_seq=after_seq, last_seq=len(self._events))
+        position = after_seq
+        while True:
+            if position < len(self._events):
+                batch = self._events[position:]
+                position += len(batch)
+                yield batch
+            if self.closed and position >= len(self._events):
+                return
+            if position >= len(self._events):
+                await self._appended.wait()

@@ -18,7 +18,8 @@ from docgen.v1 import events_pb2, outline_pb2
 from services.common import metrics
 from services.common.logs import hash_user, set_log_context
 from services.common.tracing import new_trace_id
-from services.generator.errors import RunLogUnavailable, RunNotFound, TooManyRuns
+from services.generator.chunk_coalescing import MAX_CHUNK_INTERVAL_MS, coalescing
+from services.generator.errors import InvalidRequest, RunLogUnavailable, RunNotFound, TooManyRuns
 from services.generator.execution import RunExecution, SummaryUpdater
 from services.generator.outline import validate_outline
 from services.generator.resume import ResumePoint
@@ -82,8 +83,13 @@ class RunRegistry:
         request_id: str = "",
         trace_id: str | None = None,
         plan_source: events_pb2.PlanSource.ValueType = events_pb2.PLAN_SOURCE_INLINE,
+        chunk_interval_ms: int = 0,
     ) -> Run:
         validate_outline(outline, max_total_tokens=self._settings.max_outline_tokens)
+        if not 0 <= chunk_interval_ms <= MAX_CHUNK_INTERVAL_MS:
+            raise InvalidRequest(
+                f"chunk_interval_ms must be 0 to {MAX_CHUNK_INTERVAL_MS}, not {chunk_interval_ms}"
+            )
         active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
         if active >= self._settings.max_active_runs_per_user:
             raise TooManyRuns(
@@ -101,8 +107,10 @@ class RunRegistry:
             run_id, user_id=user_id, outline=outline, request_id=request_id, trace_id=trace_id
         )
         run = Run(run_id=run_id, user_id=user_id, log=run_log)
+        # Followers read the log itself; only the run's writer coalesces its chunks.
+        writer_log = coalescing(run_log, chunk_interval_ms)
         context = self._launch(
-            run, run_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
+            run, writer_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
         )
         context.run(log.info, "run started", extra={"sections": len(outline.sections)})
         return run

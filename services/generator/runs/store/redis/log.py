@@ -39,6 +39,10 @@ class LogStore(Protocol):
 
     def follow(self, run_id: str, after_seq: int) -> AsyncIterator[events_pb2.RunEvent]: ...
 
+    def follow_batches(
+        self, run_id: str, after_seq: int
+    ) -> AsyncIterator[list[events_pb2.RunEvent]]: ...
+
 
 class RedisRunLog:
     """`RunWriter` on a Redis stream, holding the lease `token`."""
@@ -52,6 +56,7 @@ class RedisRunLog:
         self._pending: list[bytes] = []
         self._state: dict[str, str | bytes | int] = {}
         self._flusher: asyncio.Task[None] | None = None
+        self._last_event: events_pb2.RunEvent | None = None
         self.fenced = False
         """Set when the run is handed over or the lease is lost: appends are dropped."""
         self.lost = False
@@ -73,6 +78,7 @@ class RedisRunLog:
 
     def append(self, **payload: Any) -> events_pb2.RunEvent:
         event = self._sequencer.next(payload)
+        self._last_event = event
         if not self.fenced:
             self._pending.append(event.SerializeToString())
             if self._flusher is None or self._flusher.done():
@@ -93,8 +99,16 @@ class RedisRunLog:
     def fence(self) -> None:
         self.fenced = True
 
+    async def last_event(self) -> events_pb2.RunEvent | None:
+        """The writer's last appended event (None before its first here: a run taken over
+        starts from its stored log, whose `last_seq` the writer already knows)."""
+        return self._last_event
+
     def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
         return self._store.follow(self.run_id, after_seq)
+
+    def follow_batches(self, after_seq: int = 0) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        return self._store.follow_batches(self.run_id, after_seq)
 
     async def _flush(self) -> None:
         """Stores the queued events in order, as batches, until the queue is empty (the next

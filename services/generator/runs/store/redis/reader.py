@@ -44,9 +44,23 @@ class StreamReader:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(backoff_s * 2, 1.0)
 
+    async def last_event(self, run_id: str) -> events_pb2.RunEvent | None:
+        """The run's last stored event (one XREVRANGE), None for an empty log."""
+        redis = self._redis
+        top = await self._retrying(lambda: redis.xrevrange(events_key(run_id), "+", "-", count=1))
+        return events_pb2.RunEvent.FromString(top[0][1][b"e"]) if top else None
+
     async def follow(self, run_id: str, after_seq: int) -> AsyncIterator[events_pb2.RunEvent]:
         """Replays the stored events after `after_seq` (XRANGE), then blocks for new ones
         (XREAD), until `run_end`."""
+        async for page in self.follow_batches(run_id, after_seq):
+            for event in page:
+                yield event
+
+    async def follow_batches(
+        self, run_id: str, after_seq: int
+    ) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        """As `follow`, one list per Redis read (services/generator/event_batches.py)."""
         redis = self._redis
         key = events_key(run_id)
         top = await self._retrying(lambda: redis.xrevrange(key, "+", "-", count=1))
@@ -61,12 +75,11 @@ class StreamReader:
             )
             if not page:
                 break
-            for _entry, fields in page:
-                event = events_pb2.RunEvent.FromString(fields[b"e"])
-                position = event.seq
-                yield event
-                if event.HasField("run_end"):
-                    return
+            events, ended = _events_of(page)
+            position = events[-1].seq
+            yield events
+            if ended:
+                return
         while True:
             cursor = entry_id(position)
             response = await self._retrying(
@@ -80,12 +93,22 @@ class StreamReader:
                         f"run {run_id} is no longer stored (expired, or the store lost it)"
                     )
                 continue
-            for _entry, fields in response[0][1]:
-                event = events_pb2.RunEvent.FromString(fields[b"e"])
-                position = event.seq
-                yield event
-                if event.HasField("run_end"):
-                    return
+            events, ended = _events_of(response[0][1])
+            position = events[-1].seq
+            yield events
+            if ended:
+                return
+
+
+def _events_of(entries: list[Any]) -> tuple[list[events_pb2.RunEvent], bool]:
+    """The events of stream entries, up to `run_end`; and whether `run_end` was among them."""
+    events = []
+    for _entry, fields in entries:
+        event = events_pb2.RunEvent.FromString(fields[b"e"])
+        events.append(event)
+        if event.HasField("run_end"):
+            return events, True
+    return events, False
 
 
 class RedisRunView:
@@ -98,7 +121,10 @@ class RedisRunView:
 
     @property
     def last_seq(self) -> int:
-        return 0  # unknown until read: `follow` finds it
+        return 0  # unknown until read: `follow` or `last_event` finds it
+
+    async def last_event(self) -> events_pb2.RunEvent | None:
+        return await self._reader.last_event(self.run_id)
 
     @property
     def closed(self) -> bool:
@@ -106,3 +132,6 @@ class RedisRunView:
 
     def follow(self, after_seq: int = 0) -> AsyncIterator[events_pb2.RunEvent]:
         return self._reader.follow(self.run_id, after_seq)
+
+    def follow_batches(self, after_seq: int = 0) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        return self._reader.follow_batches(self.run_id, after_seq)

@@ -105,6 +105,11 @@ class RedisRunStore(LeaseKeeping, CancelRelay):
     def follow(self, run_id: str, after_seq: int) -> AsyncIterator[events_pb2.RunEvent]:
         return self._reader.follow(run_id, after_seq)
 
+    def follow_batches(
+        self, run_id: str, after_seq: int
+    ) -> AsyncIterator[list[events_pb2.RunEvent]]:
+        return self._reader.follow_batches(run_id, after_seq)
+
     async def open(self, owner: RunOwner) -> None:
         self._owner = owner
         try:
