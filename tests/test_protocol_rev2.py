@@ -329,7 +329,8 @@ async def test_resume_is_acked_before_the_replayed_events(ws_stack: Stack) -> No
     run_id, last = frames[0]["run_id"], frames[-1]["seq"]
     client = await ws_stack.connect()
     await client.send({"type": "resume", "run_id": run_id, "after_seq": 2})
-    replay = await client.run_to_end()
+    await client.run_to_end()
+    replay = client.received  # in the order received, the ack included
     assert (replay[0]["type"], replay[0]["status"], replay[0]["last_seq"]) == (
         "ack",
         "completed",
@@ -362,9 +363,9 @@ async def test_cancel_of_a_running_run_is_acked_running_then_the_run_ends_cancel
         started = await client.recv_until(lambda f: f["type"] == "section_chunk")
         await client.send({"type": "cancel", "request_id": "c-2", "run_id": started[0]["run_id"]})
         rest = await client.run_to_end()
+        acks = client.acks
     finally:
         await stack.close()
-    acks = [f for f in rest if f["type"] == "ack"]
     assert [(a["command"], a["status"], a["request_id"]) for a in acks] == [
         ("cancel", "running", "c-2")
     ]

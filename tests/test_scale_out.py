@@ -282,6 +282,7 @@ async def test_a_run_followed_only_through_another_generator_outlives_the_grace(
             attached = generator_pb2_grpc.GeneratorServiceStub(other_channel).AttachRun(
                 generator_pb2.AttachRunRequest(run_id=run_id, user_id="u", after_seq=1), timeout=30
             )
+            assert (await attached.read()).HasField("run")  # the opening RunInfo
             events = [(await attached.read()).event]
             started.cancel()  # the writer's only local follower leaves
             while (response := await attached.read()) != grpc.aio.EOF:

@@ -97,47 +97,28 @@ def now_unix_ms() -> int:
 
 
 async def describe(run: DescribedRun, entry: DirectoryEntry | None = None) -> events_pb2.RunInfo:
-    """The run's status and last `seq` now. A run this process writes knows its last `seq`;
-    a run known only through the shared store is read (its `run_end` says how it ended)."""
+    """The run's status and last `seq` now, from its last event (one read, whatever stores
+    the log: a run known only through the shared store has no `last_seq` here)."""
     status: events_pb2.RunStatus.ValueType = events_pb2.RUN_STATUS_RUNNING
-    last_seq = run.log.last_seq
-    document_id = entry.document_id if entry else ""
-    started_at = entry.started_at_unix_ms if entry else 0
-    ended = run.ended
-    if ended or last_seq == 0:
-        # Read from the last known position (0 for a run only looked up in the store).
-        events = run.log.follow(max(0, last_seq - 1))
-        try:
-            async for event in _until_now(events, ended):
-                last_seq = max(last_seq, event.seq)
-                if event.HasField("run_started"):
-                    document_id = document_id or event.run_started.document_id
-                    started_at = started_at or event.ts_unix_ms
-                elif event.HasField("run_end"):
-                    status = event.run_end.status
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
+    last = await run.log.last_event()
+    last_seq = max(run.log.last_seq, last.seq if last is not None else 0)
+    if run.ended and (last is None or not last.HasField("run_end")):
+        # Known to have ended here, not stored yet as the last event: read it from the log.
+        last = await _event_at(run.log, last_seq)
+    if last is not None and last.HasField("run_end"):
+        status = last.run_end.status
     return events_pb2.RunInfo(
         run_id=run.run_id,
-        document_id=document_id,
+        document_id=entry.document_id if entry else "",
         status=status,
         last_seq=last_seq,
-        started_at_unix_ms=started_at,
+        started_at_unix_ms=entry.started_at_unix_ms if entry else 0,
     )
 
 
-async def _until_now(
-    events: AsyncIterator[events_pb2.RunEvent], ended: bool
-) -> AsyncIterator[events_pb2.RunEvent]:
-    """The stored events: all of them for an ended run, or what arrives without waiting for a
-    live one (a short idle timeout) for a running run."""
-    iterator = events.__aiter__()
-    while True:
-        try:
-            if ended:
-                event = await iterator.__anext__()
-            else:
-                event = await asyncio.wait_for(iterator.__anext__(), timeout=0.05)
-        except (StopAsyncIteration, TimeoutError):
-            return
-        yield event
+async def _event_at(log: RunReader, seq: int) -> events_pb2.RunEvent | None:
+    events = log.follow(max(0, seq - 1))
+    try:
+        return await anext(aiter(events), None)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]

@@ -86,7 +86,14 @@ class ProtocolClient:
                 return frames
 
     async def run_to_end(self, timeout: float = 30.0) -> list[dict[str, Any]]:
-        return await self.recv_until(lambda f: f["type"] == "run_end", timeout)
+        """The frames until `run_end`, without `ack`s (the answers to `resume`/`cancel`,
+        kept in `self.received` in order, and in `acks`)."""
+        frames = await self.recv_until(lambda f: f["type"] == "run_end", timeout)
+        return [frame for frame in frames if frame["type"] != "ack"]
+
+    @property
+    def acks(self) -> list[dict[str, Any]]:
+        return [frame for frame in self.received if frame["type"] == "ack"]
 
     async def close(self) -> None:
         await self.ws.close()
