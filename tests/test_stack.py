@@ -246,13 +246,16 @@ async def test_a_child_that_dies_stops_the_whole_stack_loudly(stacks: list[Stack
     assert not [p for p in stack.children if alive(p)]
 
 
+# Bounds, not timings: on an idle 2-core machine this takes ~30 s; the real model on a busy
+# one is many times slower, and how fast it writes is `make bench`'s business.
 @pytest.mark.local_llm
+@pytest.mark.timeout(900)
 async def test_make_run_stack_writes_a_document_on_the_bundled_model(
     stacks: list[StackProcess],
 ) -> None:
     require_local_llm()
     stack = await start(stacks, stack_env())
-    port, token = await stack.wait_ready()
+    port, token = await stack.wait_ready(within_s=240)
     assert any("llama_cpp.server" in " ".join(p.cmdline()) for p in stack.children)
 
     async with aiohttp.ClientSession() as session:
@@ -263,7 +266,7 @@ async def test_make_run_stack_writes_a_document_on_the_bundled_model(
         )
         client = ProtocolClient(session, ws)
         await client.send({"type": "generate", "outline": OUTLINE_2, "request_id": "r1"})
-        frames = await client.run_to_end(timeout=90)
+        frames = await client.run_to_end(timeout=600)
         await ws.close()
 
     assert frames[-1]["status"] == "completed", frames[-1]
