@@ -278,6 +278,7 @@ def edge_site(runner: web.AppRunner, host: str | None, port: int) -> GuardedSite
         port,
         pending=app[PENDING],
         header_timeout_s=app[SETTINGS].header_timeout_s,
+        reuse_port=app[SETTINGS].reuse_port or None,
     )
 
 

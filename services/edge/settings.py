@@ -38,6 +38,10 @@ class EdgeSettings:
     """Listen host (`DOCGEN_EDGE_HOST`)."""
     port: int = EDGE_PORT
     """Listen port (`DOCGEN_EDGE_PORT`)."""
+    reuse_port: bool = False
+    """Listen with SO_REUSEPORT (`DOCGEN_EDGE_REUSE_PORT`): several edge processes on one host
+    share the port and the kernel spreads new connections over them, one core each
+    (docs/operations.md, "Several cores")."""
     generator_addr: str = GENERATOR_ADDR
     """Generator to dial (`DOCGEN_GENERATOR_ADDR`)."""
     jwt_secret: str | None = DEV_JWT_SECRET
@@ -227,6 +231,7 @@ class EdgeSettings:
             metrics_port=env_int("DOCGEN_EDGE_METRICS_PORT", cls.metrics_port, minimum=0),
             metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),
             access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
+            reuse_port=env_bool("DOCGEN_EDGE_REUSE_PORT", cls.reuse_port),
             grpc_tls=GrpcTls.from_env(),
         )
 
