@@ -347,7 +347,10 @@ async def measure(
     max_sections: int | None = None,
     extra_body: dict[str, Any] | None = None,
     say: Callable[[str], None] = print,
+    progress: Path | None = None,
 ) -> dict[str, Any]:
+    """Writes every chosen outline with every variant; `progress`: a JSON file rewritten
+    after each document, so a long run that is stopped keeps what it measured."""
     settings = GeneratorSettings()
     client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-no-key-needed", max_retries=0)
     results: dict[str, Any] = {"variants": {}, "documents": {}}
@@ -380,8 +383,10 @@ async def measure(
                     "final_summary": record.final_summary,
                     "sections": [asdict(s) for s in record.sections],
                 }
-        for variant in variants:
-            results["variants"][variant] = aggregate(records[variant])
+                for done in variants:
+                    results["variants"][done] = aggregate(records[done])
+                if progress is not None:
+                    progress.write_text(json.dumps(results, indent=2, ensure_ascii=False))  # noqa: ASYNC240
     finally:
         await client.close()
     return results
@@ -502,6 +507,7 @@ def main() -> None:
             only=set(args.outline) if args.outline else None,
             max_sections=args.max_sections,
             extra_body=args.extra_body,
+            progress=args.out,
         )
     )
     text = json.dumps(results, indent=2, ensure_ascii=False)
