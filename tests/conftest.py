@@ -62,13 +62,22 @@ def pytest_configure(config: pytest.Config) -> None:
 _SEED = pytest.StashKey[object]()
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def _hypothesis_line(config: pytest.Config) -> str:
     name = settings.get_current_profile_name()
     if settings.default.derandomize:
         how = "derandomized (each test's seed comes from the test itself: reruns draw the same)"
     else:
         how = f"seed {config.stash[_SEED]} (replay: --hypothesis-seed={config.stash[_SEED]})"
     return f"hypothesis profile {name!r}: {how}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _hypothesis_line(config)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    # Also at the end, where `make test` (-q, no header) and a reader of a failure look.
+    terminalreporter.write_line(_hypothesis_line(terminalreporter.config))
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -75,7 +75,7 @@ async def stop_process(process: asyncio.subprocess.Process, timeout: float = STO
     return process.returncode if process.returncode is not None else -1
 
 
-def stop_popen(process: subprocess.Popen[bytes], timeout: float = STOP_GRACE_S) -> int:
+def stop_popen(process: subprocess.Popen[Any], timeout: float = STOP_GRACE_S) -> int:
     """`stop_process` for a `subprocess.Popen` started with `start_new_session=True`."""
     if process.poll() is None:
         _signal_group(process.pid, signal.SIGTERM)
@@ -88,7 +88,7 @@ def stop_popen(process: subprocess.Popen[bytes], timeout: float = STOP_GRACE_S) 
     return process.returncode
 
 
-def kill_popen(process: subprocess.Popen[bytes]) -> None:
+def kill_popen(process: subprocess.Popen[Any]) -> None:
     """SIGKILL to the whole group at once (a crash, on purpose); waits for the child."""
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
