@@ -27,6 +27,7 @@ from tests.support.node import ensure_npm_packages
 from tests.support.processes import start_edge_process, stop_process
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import Stack, start_stack
+from tests.support.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "clients" / "js"
@@ -85,7 +86,7 @@ class EdgeProcess:
             await stop_process(self.process)
 
 
-def control_app(stack: Stack, edge: EdgeProcess) -> web.Application:
+def control_app(stack: Stack, edge: EdgeProcess, proxy: TcpProxy) -> web.Application:
     async def token(request: web.Request) -> web.Response:
         sub = request.query.get("sub", "alice")
         ttl = float(request.query.get("ttl_s", "3600"))
@@ -104,27 +105,48 @@ def control_app(stack: Stack, edge: EdgeProcess) -> web.Application:
     async def llm_requests(_request: web.Request) -> web.Response:
         return web.json_response({"count": len(stack.llm.requests)})
 
+    async def stall_link(_request: web.Request) -> web.Response:
+        proxy.stall()  # a link that went silent: open sockets, no bytes either way
+        return web.json_response({"stalled": True})
+
+    async def restore_link(_request: web.Request) -> web.Response:
+        proxy.cut()  # the silent connections are gone for good; new ones flow again
+        proxy.unstall()
+        return web.json_response({"connections": proxy.connections})
+
     app = web.Application()
     app.router.add_get("/token", token)
     app.router.add_get("/expected", expected)
     app.router.add_post("/edge/crash", crash_edge)
     app.router.add_get("/llm/requests", llm_requests)
+    app.router.add_post("/link/stall", stall_link)
+    app.router.add_post("/link/restore", restore_link)
     return app
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[tuple[str, str]]:
-    """(edge ws url, control url)."""
+async def world() -> AsyncIterator[dict[str, str]]:
+    """The environment of the Node tests: the edge's URL, the same edge behind a TCP proxy
+    that can go silent, and the control server's URL."""
     stack = await start_stack(ScriptedLLM(section_script))
     edge = EdgeProcess(stack.generator_addr)
     runner: web.AppRunner | None = None
+    proxy: TcpProxy | None = None
     try:
         await edge.start()
-        runner, control_port = await serve_on_free_port(control_app(stack, edge))
-        yield f"ws://127.0.0.1:{edge.port}/v1/ws", f"http://127.0.0.1:{control_port}"
+        proxy = TcpProxy("127.0.0.1", edge.port)
+        await proxy.start()
+        runner, control_port = await serve_on_free_port(control_app(stack, edge, proxy))
+        yield {
+            "DOCGEN_TEST_URL": f"ws://127.0.0.1:{edge.port}/v1/ws",
+            "DOCGEN_TEST_PROXY_URL": f"ws://{proxy.addr}/v1/ws",
+            "DOCGEN_TEST_CONTROL": f"http://127.0.0.1:{control_port}",
+        }
     finally:
         if runner is not None:
             await runner.cleanup()
+        if proxy is not None:
+            await proxy.stop()
         await edge.stop()
         await stack.close()
 
@@ -149,19 +171,19 @@ async def run_node(node: str, *args: str, env: dict[str, str] | None = None) -> 
 
 @pytest.mark.timeout(400)
 async def test_the_js_client_under_node_against_a_real_edge(
-    node_and_packages: str, world: tuple[str, str]
+    node_and_packages: str, world: dict[str, str]
 ) -> None:
-    url, control = world
     code, output = await run_node(
-        node_and_packages,
-        "--test",
-        "--test-reporter=spec",
-        "test/",
-        env={"DOCGEN_TEST_URL": url, "DOCGEN_TEST_CONTROL": control},
+        node_and_packages, "--test", "--test-reporter=spec", "test/", env=world
     )
     assert code == 0, output
     # Every Node test ran and passed: none skipped, none cancelled.
-    assert "# fail 0" in output or "ℹ fail 0" in output, output
+    written = sum(
+        path.read_text(encoding="utf-8").count('\ntest("')
+        for path in (PACKAGE / "test").glob("*.mjs")
+    )
+    assert written >= 8
+    assert f"ℹ pass {written}\n" in output, output
     assert "ℹ skipped 0" in output and "ℹ cancelled 0" in output, output
 
 

@@ -12,6 +12,7 @@ import WebSocket from "ws";
 import { DocgenClient, DocgenError, explainError, toMarkdown } from "../docgen.js";
 
 const URL_ = process.env.DOCGEN_TEST_URL;
+const PROXY_URL = process.env.DOCGEN_TEST_PROXY_URL; // the same edge, through a link that can go silent
 const CONTROL = process.env.DOCGEN_TEST_CONTROL;
 if (!URL_ || !CONTROL) throw new Error("run through tests/test_js_client.py (DOCGEN_TEST_URL, DOCGEN_TEST_CONTROL)");
 // A browser's Origin: the edge then refuses a bad token with a 45xx close a page can read.
@@ -108,6 +109,40 @@ test("the edge killed mid-run and restarted: every event once, every section ver
     await checkDocument(run, events);
     assert.ok(docgen.reconnects >= 1, `reconnects: ${docgen.reconnects}`);
     assert.ok(statuses.includes("reconnecting"), statuses.join(","));
+  } finally {
+    docgen.close();
+  }
+});
+
+test("a silent link is noticed by the application pings, and the run resumes", async () => {
+  let stalled = false;
+  let restored = null;
+  const docgen = new DocgenClient({
+    url: PROXY_URL,
+    WebSocket,
+    token: await token("sub=kim"),
+    pingIntervalMs: 300,
+    pongTimeoutMs: 600,
+    reconnectBaseMs: 100,
+    reconnectMaxMs: 500,
+    maxReconnectAttempts: 100,
+    onStatus: (status) => {
+      // The client gave up on the silent socket: let the link work again.
+      if (status === "reconnecting" && stalled && !restored) restored = control("/link/restore", { method: "POST" });
+    },
+  });
+  try {
+    const run = docgen.generate({ ...OUTLINE, document_id: "compost-silent-link" });
+    const events = await collect(run, async (event) => {
+      if (!stalled && event.type === "section_chunk" && event.index === 1) {
+        stalled = true;
+        await control("/link/stall", { method: "POST" });
+      }
+    });
+    await checkDocument(run, events);
+    assert.ok(restored, "the client never noticed the silent link");
+    await restored;
+    assert.ok(docgen.reconnects >= 1);
   } finally {
     docgen.close();
   }
