@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
-from services.common.grpc_tls import GrpcTls
+from services.common.grpc_tls import GrpcTls, PeerAuth
 
 # A restarted peer should be found again within about a second, not after gRPC's default
 # exponential backoff (1 s growing to 120 s). Keepalive notices a dead peer on an idle channel.
@@ -30,14 +32,65 @@ def target(address: str) -> str:
     return f"{scheme}:{','.join(entries)}"
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(target(address), options=CHANNEL_OPTIONS + BALANCING_OPTIONS)
-
-
-def channel(address: str, tls: GrpcTls | None = None) -> grpc.aio.Channel:
-    """A channel to another docgen service: TLS when `tls` is configured, else plaintext."""
-    if tls is None:
-        return insecure_channel(address)
-    return grpc.aio.secure_channel(
-        target(address), tls.channel_credentials(), options=CHANNEL_OPTIONS + BALANCING_OPTIONS
+def insecure_channel(
+    address: str, interceptors: list[grpc.aio.ClientInterceptor] | None = None
+) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        target(address), options=CHANNEL_OPTIONS + BALANCING_OPTIONS, interceptors=interceptors
     )
+
+
+def channel(
+    address: str, tls: GrpcTls | None = None, auth: PeerAuth | None = None
+) -> grpc.aio.Channel:
+    """A channel to another docgen service: TLS when `tls` is configured, else plaintext;
+    every call carries the service token when `auth` has one."""
+    interceptors = _token_interceptors(auth) if auth is not None and auth.service_token else None
+    if tls is None:
+        return insecure_channel(address, interceptors)
+    return grpc.aio.secure_channel(
+        target(address),
+        tls.channel_credentials(),
+        options=CHANNEL_OPTIONS + BALANCING_OPTIONS,
+        interceptors=interceptors,
+    )
+
+
+class _WithToken:
+    """Adds the service token to a call's metadata (services/common/grpc_tls.py)."""
+
+    def __init__(self, auth: PeerAuth) -> None:
+        self._extra = auth.outgoing_metadata()
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()), *self._extra)
+        return grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+
+# grpc.aio files an interceptor under the first call shape it matches (an elif chain), so
+# each shape needs its own class.
+class _UnaryUnaryToken(_WithToken, grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _UnaryStreamToken(_WithToken, grpc.aio.UnaryStreamClientInterceptor):
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+
+class _StreamUnaryToken(_WithToken, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+class _StreamStreamToken(_WithToken, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def _token_interceptors(auth: PeerAuth) -> list[grpc.aio.ClientInterceptor]:
+    shapes = (_UnaryUnaryToken, _UnaryStreamToken, _StreamUnaryToken, _StreamStreamToken)
+    return [shape(auth) for shape in shapes]

@@ -1,5 +1,7 @@
-"""TLS between docgen services: certificate paths from the environment, turned into gRPC
-channel and server credentials. Unset, services talk plaintext (the loopback default).
+"""TLS and peer authentication between docgen services: certificate paths from the
+environment, turned into gRPC channel and server credentials, and who may call a server
+(`PeerAuth`). Unset, services talk plaintext and trust any caller: the loopback default; a
+server on any other address refuses to start that way (`services/common/grpc_server.py`).
 
 `DOCGEN_GRPC_TLS_CERT` and `DOCGEN_GRPC_TLS_KEY` (PEM files) are this service's certificate
 and key, used as the server certificate when it listens and as the client certificate when
@@ -10,12 +12,15 @@ against it instead of the system roots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from services.common.env import ConfigError, env_opt
+from services.common.env import ConfigError, env_list, env_opt
+
+SERVICE_TOKEN_METADATA = "x-docgen-service-token"
+MIN_SERVICE_TOKEN_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -68,3 +73,41 @@ def _read(variable: str, path: Path) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise ConfigError(f"{variable}={str(path)!r} cannot be read ({error.strerror})") from None
+
+
+@dataclass(frozen=True)
+class PeerAuth:
+    """Who may call this service's gRPC server, and what it presents when it dials one. The
+    generator believes the `user_id` in a request, so only peers that may act for any user
+    (the edge, trusted internal services) may reach it."""
+
+    service_token: str | None = field(default=None, repr=False)
+    """A shared secret of at least 32 bytes (`DOCGEN_GRPC_SERVICE_TOKEN`): clients send it
+    with every call (metadata `x-docgen-service-token`), servers refuse calls without it
+    (UNAUTHENTICATED), compared in constant time. Send it over TLS off loopback."""
+    allowed_peers: frozenset[str] = frozenset()
+    """Client-certificate identities this server accepts (`DOCGEN_GRPC_ALLOWED_PEERS`, comma
+    list of DNS/URI/IP subject alternative names or common names); any other certificate,
+    even one signed by `DOCGEN_GRPC_TLS_CA`, gets PERMISSION_DENIED. Needs mutual TLS."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.service_token is not None or bool(self.allowed_peers)
+
+    @classmethod
+    def from_env(cls) -> PeerAuth:
+        token = env_opt("DOCGEN_GRPC_SERVICE_TOKEN")
+        if token is not None and len(token.encode()) < MIN_SERVICE_TOKEN_BYTES:
+            raise ConfigError(
+                f"DOCGEN_GRPC_SERVICE_TOKEN must be at least {MIN_SERVICE_TOKEN_BYTES} bytes"
+            )
+        peers = frozenset(env_list("DOCGEN_GRPC_ALLOWED_PEERS", ()))
+        if peers and env_opt("DOCGEN_GRPC_TLS_CA") is None:
+            raise ConfigError(
+                "DOCGEN_GRPC_ALLOWED_PEERS names client certificates: it needs mutual TLS "
+                "(DOCGEN_GRPC_TLS_CERT, _KEY and _CA)"
+            )
+        return cls(service_token=token, allowed_peers=peers)
+
+    def outgoing_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ((SERVICE_TOKEN_METADATA, self.service_token),) if self.service_token else ()

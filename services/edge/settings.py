@@ -15,7 +15,7 @@ from services.common.env import (
     env_opt,
     env_str,
 )
-from services.common.grpc_tls import GrpcTls
+from services.common.grpc_tls import GrpcTls, PeerAuth
 from services.common.loopback import is_loopback
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ class EdgeSettings:
     header, query string or token (`DOCGEN_EDGE_ACCESS_LOG`)."""
     grpc_tls: GrpcTls | None = None
     """TLS to the generator (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
+    grpc_peer_auth: PeerAuth | None = None
+    """The service token sent with every call to the generator (`DOCGEN_GRPC_SERVICE_TOKEN`)."""
 
     @property
     def uses_dev_secret(self) -> bool:
@@ -233,6 +235,7 @@ class EdgeSettings:
             access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
             reuse_port=env_bool("DOCGEN_EDGE_REUSE_PORT", cls.reuse_port),
             grpc_tls=GrpcTls.from_env(),
+            grpc_peer_auth=PeerAuth.from_env(),
         )
 
 

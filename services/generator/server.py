@@ -15,7 +15,12 @@ from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 from services.common import metrics
 from services.common.gc_tuning import tune_gc_after_startup
 from services.common.grpc_client import channel
-from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
+from services.common.grpc_server import (
+    add_health_and_reflection,
+    add_port,
+    peer_interceptors,
+    set_serving,
+)
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
@@ -211,7 +216,9 @@ class GeneratorServer:
 
     def __init__(self, settings: GeneratorSettings, address: str | None = None) -> None:
         self.settings = settings
-        self._summary_channel = channel(settings.summary_addr, settings.grpc_tls)
+        self._summary_channel = channel(
+            settings.summary_addr, settings.grpc_tls, settings.grpc_peer_auth
+        )
         self._llm = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
@@ -239,7 +246,10 @@ class GeneratorServer:
         # finish undisturbed, and new calls reconnect, re-resolving `dns:///` names: edges
         # spread their calls over generators added since (round-robin only balances over
         # the addresses it knows).
-        self.server = grpc.aio.server(options=[("grpc.max_connection_age_ms", 300_000)])
+        self.server = grpc.aio.server(
+            options=[("grpc.max_connection_age_ms", 300_000)],
+            interceptors=peer_interceptors(settings.grpc_peer_auth),
+        )
         limits = generator_pb2.GetLimitsResponse(
             max_runs_per_user=settings.max_active_runs_per_user,
             max_outline_tokens=settings.max_outline_tokens,
@@ -255,7 +265,9 @@ class GeneratorServer:
             GeneratorServicer(self.registry, limits, self._planner), self.server
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
-        self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
+        self.port = add_port(
+            self.server, address or settings.addr, settings.grpc_tls, settings.grpc_peer_auth
+        )
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.addr}")
 

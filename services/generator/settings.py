@@ -14,7 +14,7 @@ from services.common.defaults import (
     SUMMARY_ADDR,
 )
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
-from services.common.grpc_tls import GrpcTls
+from services.common.grpc_tls import GrpcTls, PeerAuth
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,10 @@ class GeneratorSettings:
     grpc_tls: GrpcTls | None = None
     """TLS for the gRPC server and the channel to the summary service
     (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
+    grpc_peer_auth: PeerAuth | None = None
+    """Who may call this server, and the token it sends to the summary service
+    (`DOCGEN_GRPC_SERVICE_TOKEN`, `DOCGEN_GRPC_ALLOWED_PEERS`). Beyond loopback one of them is
+    required: the generator refuses to start otherwise (docs/security.md)."""
     metrics_port: int = 9101
     """Prometheus /metrics port, 0 to disable (`DOCGEN_GENERATOR_METRICS_PORT`)."""
     shutdown_drain_s: float = 0.0
@@ -160,6 +164,7 @@ class GeneratorSettings:
             ),
             planner_retries=env_int("DOCGEN_PLANNER_MAX_RETRIES", cls.planner_retries, minimum=0),
             grpc_tls=GrpcTls.from_env(),
+            grpc_peer_auth=PeerAuth.from_env(),
             metrics_port=env_int("DOCGEN_GENERATOR_METRICS_PORT", cls.metrics_port, minimum=0),
             shutdown_drain_s=env_float(
                 "DOCGEN_GENERATOR_SHUTDOWN_DRAIN_S", cls.shutdown_drain_s, minimum=0

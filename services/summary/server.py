@@ -14,7 +14,12 @@ from docgen.v1 import events_pb2, summary_pb2, summary_pb2_grpc
 
 from services.common import metrics
 from services.common.gc_tuning import tune_gc_after_startup
-from services.common.grpc_server import add_health_and_reflection, add_port, set_serving
+from services.common.grpc_server import (
+    add_health_and_reflection,
+    add_port,
+    peer_interceptors,
+    set_serving,
+)
 from services.common.logs import configure_logging, set_log_context
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
@@ -124,7 +129,7 @@ def _observe(method: str, started: float) -> None:
 class SummaryServer:
     def __init__(self, settings: SummarySettings, address: str | None = None) -> None:
         self.settings = settings
-        self.server = grpc.aio.server()
+        self.server = grpc.aio.server(interceptors=peer_interceptors(settings.grpc_peer_auth))
         summarizer = ExtractiveSummarizer(
             budget_words=settings.budget_words, language=settings.language
         )
@@ -151,7 +156,9 @@ class SummaryServer:
             self.server,
         )
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
-        self.port = add_port(self.server, address or settings.addr, settings.grpc_tls)
+        self.port = add_port(
+            self.server, address or settings.addr, settings.grpc_tls, settings.grpc_peer_auth
+        )
         if self.port == 0:
             raise OSError(f"cannot listen on {address or settings.addr}")
 

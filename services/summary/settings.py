@@ -12,7 +12,7 @@ from services.common.defaults import (
     SUMMARY_ADDR,
 )
 from services.common.env import ConfigError, env_float, env_int, env_opt, env_str
-from services.common.grpc_tls import GrpcTls
+from services.common.grpc_tls import GrpcTls, PeerAuth
 
 SummaryMode = Literal["extractive", "llm"]
 SUMMARY_MODES: tuple[SummaryMode, ...] = ("extractive", "llm")
@@ -51,6 +51,9 @@ class SummarySettings:
     """Prometheus /metrics port, 0 to disable (`DOCGEN_SUMMARY_METRICS_PORT`)."""
     grpc_tls: GrpcTls | None = None
     """TLS for the gRPC server (`DOCGEN_GRPC_TLS_CERT`/`_KEY`/`_CA`); None: plaintext."""
+    grpc_peer_auth: PeerAuth | None = None
+    """Who may call this server (`DOCGEN_GRPC_SERVICE_TOKEN`, `DOCGEN_GRPC_ALLOWED_PEERS`).
+    Beyond loopback one of them is required: the service refuses to start otherwise."""
 
     @classmethod
     def from_env(cls) -> SummarySettings:
@@ -79,4 +82,5 @@ class SummarySettings:
             ),
             metrics_port=env_int("DOCGEN_SUMMARY_METRICS_PORT", cls.metrics_port, minimum=0),
             grpc_tls=GrpcTls.from_env(),
+            grpc_peer_auth=PeerAuth.from_env(),
         )
