@@ -315,8 +315,14 @@ export class Run {
         return frame;
       }
       case "section_start": {
-        const s = section(frame.section_id);
-        if (s) Object.assign(s, { title: frame.title, targetTokens: frame.target_tokens, text: "", chunks: 0, attempt: frame.attempt, state: "writing" });
+        let s = section(frame.section_id);
+        if (!s) {
+          // A resume after seq 1 never sees run_started: the section is known from here on.
+          s = { id: frame.section_id, index: frame.index, outputTokens: null, finishReason: null, verified: null };
+          state.sections.push(s);
+          state.sections.sort((a, b) => a.index - b.index);
+        }
+        Object.assign(s, { title: frame.title, targetTokens: frame.target_tokens, text: "", chunks: 0, attempt: frame.attempt, state: "writing" });
         return frame;
       }
       case "section_chunk": {

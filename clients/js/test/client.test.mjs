@@ -91,6 +91,38 @@ test("a whole run streams, verifies, and the session frame says who we are", asy
   }
 });
 
+test("resume by run id, from the start or after a seq, from another client", async () => {
+  const first = client({ token: await token("sub=lou") });
+  const second = client({ token: await token("sub=lou") });
+  try {
+    const original = await collect(first.generate({ ...OUTLINE, document_id: "compost-resume" }));
+    const runId = original[0].run_id;
+    // A tab that lost everything: the whole run again, identical.
+    const again = second.resume(runId);
+    const replayed = await collect(again);
+    assert.deepEqual(replayed.map(({ verified, ...frame }) => frame), original.map(({ verified, ...frame }) => frame));
+    await checkDocument(again, replayed);
+    // A tab that had the first section: the rest, each later section verified on its own.
+    const cursor = original.find((e) => e.type === "summary_update").seq;
+    const tail = second.resume(runId, { afterSeq: cursor });
+    const events = [];
+    for await (const event of tail) events.push(event);
+    assert.deepEqual(events.map((e) => e.seq), original.slice(cursor).map((e) => e.seq));
+    assert.deepEqual(tail.state.sections.map((s) => s.id), ["bin", "routine", "fixes"]);
+    assert.ok(events.filter((e) => e.type === "section_end").every((e) => e.verified === true));
+    // Someone else's run is not found, and says so.
+    const stranger = client({ token: await token("sub=mallory") });
+    try {
+      await assert.rejects(stranger.resume(runId).done, (error) => error.code === "run_not_found");
+    } finally {
+      stranger.close();
+    }
+  } finally {
+    first.close();
+    second.close();
+  }
+});
+
 test("the edge killed mid-run and restarted: every event once, every section verified", async () => {
   const statuses = [];
   // A cold Python edge takes seconds to start on a busy machine: keep trying long enough.
