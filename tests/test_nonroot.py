@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 import jwt
 import psutil
 import pytest
@@ -416,6 +417,17 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
             code, why = await healthy(sandbox, plain, "--grpc", str(generator_port))
             assert code == 1 and why.startswith("unhealthy"), why
 
+            # Of the CA's certificates, only the edges' may call a generator (the manifest's
+            # DOCGEN_GRPC_ALLOWED_PEERS): a summary's is refused before any handler runs.
+            cancel = f"127.0.0.1:{generator_port}", "/docgen.v1.GeneratorService/CancelRun"
+            refused = await grpc_answer(*cancel, data["docgen-summary-tls"])
+            assert refused[0] == grpc.StatusCode.PERMISSION_DENIED, refused
+            assert await grpc_code(*cancel, data["docgen-edge-tls"]) not in (
+                grpc.StatusCode.PERMISSION_DENIED,
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.UNAVAILABLE,
+            )
+
             frames = await stream_one_run(edge_port, jwt_secret)
 
             assert frames[-1]["type"] == "run_end" and frames[-1]["status"] == "completed"
@@ -435,6 +447,27 @@ async def test_the_services_run_unprivileged_as_in_the_pods(
                 assert keys, "the run was not stored in Redis"
             with pytest.raises(redis.AuthenticationError), redis.Redis(port=redis_port) as anon:
                 anon.ping()
+
+
+async def grpc_code(address: str, method: str, tls: dict[str, bytes]) -> grpc.StatusCode:
+    return (await grpc_answer(address, method, tls))[0]
+
+
+async def grpc_answer(
+    address: str, method: str, tls: dict[str, bytes]
+) -> tuple[grpc.StatusCode, str]:
+    """The status of one unary call (an empty request) made with this TLS Secret's
+    certificate."""
+    credentials = grpc.ssl_channel_credentials(tls["ca.crt"], tls["tls.key"], tls["tls.crt"])
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        call = channel.unary_unary(
+            method, request_serializer=lambda b: b, response_deserializer=lambda b: b
+        )
+        try:
+            await call(b"", timeout=20)
+        except grpc.aio.AioRpcError as error:
+            return error.code(), error.details() or ""
+    return grpc.StatusCode.OK, ""
 
 
 async def stream_one_run(edge_port: int, jwt_secret: str) -> list[dict[str, Any]]:
