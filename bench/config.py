@@ -11,6 +11,9 @@ SCENARIOS = (
     "summary_fast",
     "relay",
     "capacity",
+    "capacity_coalesced",
+    "soak",
+    "scaling",
     "memory",
     "k6",
     "profile",
@@ -25,15 +28,16 @@ class BenchConfig:
     rate: float = 30.0
     """Tokens per second of every stamping-LLM stream."""
 
-    handshakes: int = 1000
+    handshakes: int = 500
     """Sequential handshakes per repeat."""
     handshake_repeats: int = 3
     handshake_load_streams: int = 200
     """Streams running while the handshakes are repeated under load."""
 
-    section_documents: tuple[int, ...] = (8, 8, 4)
-    """Sections per document of the bundled-model runs (20 sections; 8-section documents for
-    the summary latency)."""
+    section_documents: tuple[int, ...] = (8,)
+    """Sections per document of the bundled-model runs (8-section documents for the summary
+    latency). One document: 8 sections through the edge and 8 direct take ~3 minutes of the
+    10 the whole run may take."""
     section_tokens: int = 600
 
     summary_fast_rounds: int = 20
@@ -45,26 +49,37 @@ class BenchConfig:
     """Passes over the 8-section document timing the summary's fast path in process."""
 
     relay_levels: tuple[int, ...] = (1, 100, 500)
-    relay_repeats: int = 3
-    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 10.0})
+    relay_repeats: int = 2
+    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 8.0})
     """Window per repeat, by stream count; `relay_default_measure_s` for the others."""
     relay_default_measure_s: float = 6.0
 
     capacity_goal_p99_ms: float = 100.0
-    capacity_budget_s: float = 120.0
-    """Wall-clock bound of the capacity search."""
-    capacity_measure_s: float = 6.0
+    capacity_budget_s: float = 75.0
+    """Wall-clock bound of the capacity search (each of: per delta, coalesced, scaled)."""
+    capacity_measure_s: float = 5.0
     capacity_max_streams: int = 2000
+    coalesced_interval_ms: int = 100
+    """`generate.options.chunk_interval_ms` of the coalesced capacity search; its p99 goal
+    grows by as much (a held delta waits up to one interval by design)."""
+
+    soak_streams: int = 200
+    soak_s: float = 90.0
+    """How long the soak lasts, in windows of `soak_window_s` with fresh runs."""
+    soak_window_s: float = 20.0
+
+    scaling_budget_s: float = 75.0
+    """Wall-clock bound of the capacity search with two edges and two generators."""
 
     memory_sockets: int = 2000
 
     k6_vus: int = 50
-    k6_duration_s: float = 30.0
+    k6_duration_s: float = 20.0
     k6_tokens: int = 150
 
-    profile_streams: tuple[int, ...] = (100, 300)
+    profile_streams: tuple[int, ...] = (100, 200)
     """Stream counts at which the edge and the generator are profiled."""
-    profile_s: float = 10.0
+    profile_s: float = 8.0
 
     def measure_s(self, streams: int) -> float:
         return self.relay_measure_s.get(streams, self.relay_default_measure_s)
@@ -92,8 +107,12 @@ def quick_config() -> BenchConfig:
         relay_repeats=1,
         relay_measure_s={1: 3.0},
         relay_default_measure_s=3.0,
-        capacity_budget_s=25.0,
+        capacity_budget_s=15.0,
         capacity_measure_s=3.0,
+        soak_streams=20,
+        soak_s=12.0,
+        soak_window_s=3.0,
+        scaling_budget_s=10.0,
         memory_sockets=200,
         k6_vus=10,
         k6_duration_s=8.0,

@@ -21,7 +21,9 @@ from typing import Any
 
 from bench.wsclient import SUBPROTOCOL, RelaySamples
 
-_STAMP = re.compile(rb"\|(\d+\.\d+)\"")
+# `|<unix s with 6 decimals>` (bench/stamping_llm.py) ends every token; a coalesced chunk
+# holds several, each followed by the next token's space or the closing quote.
+_STAMP = re.compile(rb"\|(\d+\.\d{6})")
 _CHUNK = b'"type":"section_chunk"'
 
 
@@ -114,8 +116,8 @@ class LeanWebSocket(asyncio.Protocol):
     def _frame(self, opcode: int, payload: bytes, received_at: float) -> None:
         if opcode == 0x1:
             if _CHUNK in payload:
-                match = _STAMP.search(payload)
-                if match is not None:
+                # One stamp per token: a coalesced chunk (`chunk_interval_ms`) carries several.
+                for match in _STAMP.finditer(payload):
                     self._samples.add(received_at, received_at - float(match.group(1)))
                 return
             frame = json.loads(payload)

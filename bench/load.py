@@ -129,9 +129,12 @@ class EdgeStreams:
     """`streams` sockets (lean clients, bench/lean.py), each following one single-section run
     on the stamping LLM; every stream is its own user."""
 
-    def __init__(self, ws_url: str, streams: int, tokens: int) -> None:
+    def __init__(
+        self, ws_url: str, streams: int, tokens: int, *, chunk_interval_ms: int = 0
+    ) -> None:
         self.streams = streams
         self.tokens = tokens
+        self._options = {"chunk_interval_ms": chunk_interval_ms} if chunk_interval_ms else None
         self.samples = RelaySamples()
         self.first_end_at: float | None = None
         self.connect_s = 0.0
@@ -163,7 +166,13 @@ class EdgeStreams:
 
         async def one(index: int, sock: LeanWebSocket) -> str | None:
             await asyncio.sleep(index * ramp_s / max(1, self.streams))
-            sock.send_json({"type": "generate", "outline": one_section_outline(index, self.tokens)})
+            frame: dict[str, Any] = {
+                "type": "generate",
+                "outline": one_section_outline(index, self.tokens),
+            }
+            if self._options:
+                frame["options"] = self._options
+            sock.send_json(frame)
             return await sock.done
 
         self._tasks = [asyncio.create_task(one(i, s)) for i, s in enumerate(self._sockets)]
@@ -204,9 +213,12 @@ async def measure_edge_streams(
     rate: float,
     measure_s: float,
     finish_timeout_s: float = TAIL_S + 5.0,
+    chunk_interval_ms: int = 0,
 ) -> LoadResult:
     ramp = ramp_s_for(streams)
-    load = EdgeStreams(ws_url, streams, tokens_for(rate, streams, measure_s))
+    load = EdgeStreams(
+        ws_url, streams, tokens_for(rate, streams, measure_s), chunk_interval_ms=chunk_interval_ms
+    )
     meter = CpuMeter(processes)
     last_start = await load.start(ramp)
     window_start = last_start + SETTLE_S

@@ -281,16 +281,45 @@ def edge_env(port: int, generator_addr: str) -> dict[str, str]:
     }
 
 
+def generator_environment(llm: LLMProcess, address: str, summary_addr: str) -> dict[str, str]:
+    return {
+        **base_env(),
+        "DOCGEN_GENERATOR_ADDR": address,
+        "DOCGEN_SUMMARY_ADDR": summary_addr,
+        "DOCGEN_LLM_BASE_URL": llm.base_url,
+        "DOCGEN_LLM_MODEL": llm.model,
+        "DOCGEN_GENERATOR_METRICS_PORT": "0",
+        # Every bench stream is its own user; this only guards against a bench bug.
+        "DOCGEN_MAX_RUNS_PER_USER": "100000",
+        # Runs of abandoned streams end soon and finished runs leave memory soon, so
+        # one scenario does not weigh on the next.
+        "DOCGEN_RUN_GRACE_S": "2",
+        "DOCGEN_RUN_TTL_S": "20",
+    }
+
+
 async def start_docgen(
-    llm: LLMProcess, log_dir: Path, *, generator_env: dict[str, Any] | None = None
+    llm: LLMProcess,
+    log_dir: Path,
+    *,
+    generator_env: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> DocgenStack:
+    """`env`: added to every service's environment (e.g. `DOCGEN_EVENT_LOOP` for a
+    comparison)."""
+    env = env or {}
     summary_addr = f"127.0.0.1:{free_port()}"
     generator_addr = f"127.0.0.1:{free_port()}"
     edge_port = free_port()
     summary = await spawn(
         "summary",
         [sys.executable, "-m", "services.summary"],
-        {**base_env(), "DOCGEN_SUMMARY_ADDR": summary_addr, "DOCGEN_SUMMARY_METRICS_PORT": "0"},
+        {
+            **base_env(),
+            "DOCGEN_SUMMARY_ADDR": summary_addr,
+            "DOCGEN_SUMMARY_METRICS_PORT": "0",
+            **env,
+        },
         log_dir,
     )
     generator = edge = None
@@ -303,28 +332,14 @@ async def start_docgen(
         generator = await spawn(
             "generator",
             [sys.executable, "-m", "services.generator"],
-            {
-                **base_env(),
-                "DOCGEN_GENERATOR_ADDR": generator_addr,
-                "DOCGEN_SUMMARY_ADDR": summary_addr,
-                "DOCGEN_LLM_BASE_URL": llm.base_url,
-                "DOCGEN_LLM_MODEL": llm.model,
-                "DOCGEN_GENERATOR_METRICS_PORT": "0",
-                # Every bench stream is its own user; this only guards against a bench bug.
-                "DOCGEN_MAX_RUNS_PER_USER": "100000",
-                # Runs of abandoned streams end soon and finished runs leave memory soon, so
-                # one scenario does not weigh on the next.
-                "DOCGEN_RUN_GRACE_S": "2",
-                "DOCGEN_RUN_TTL_S": "20",
-                **extra,
-            },
+            {**generator_environment(llm, generator_addr, summary_addr), **extra, **env},
             log_dir,
         )
         await wait_grpc_serving(generator, generator_addr)
         edge = await spawn(
             "edge",
             [sys.executable, "-m", "services.edge"],
-            edge_env(edge_port, generator_addr),
+            {**edge_env(edge_port, generator_addr), **env},
             log_dir,
         )
         await wait_http_ok(edge, f"http://127.0.0.1:{edge_port}/readyz")
@@ -346,3 +361,116 @@ async def start_bare_ws(log_dir: Path, name: str = "bare-ws") -> tuple[ServicePr
     async with stopped_on_failure(service):
         await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
     return service, port
+
+
+# --- several processes of each service on one host (docs/operations.md, "Several cores") --
+
+
+async def start_redis(log_dir: Path, name: str = "redis") -> tuple[ServiceProcess, str]:
+    """A throwaway redis-server (no persistence) for a shared run log; returns its URL."""
+    port = free_port()
+    service = await spawn(
+        name,
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--loglevel", "warning"],
+        base_env(),
+        log_dir,
+    )  # fmt: skip
+    async with stopped_on_failure(service):
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            service.check_alive()
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            if time.monotonic() > deadline:
+                raise ProcessFailed(f"redis-server not listening after {START_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.1)
+    return service, f"redis://127.0.0.1:{port}/0"
+
+
+@dataclass
+class ScaledStack:
+    """`count` edges sharing one port (SO_REUSEPORT) and `count` generators, each edge dialling
+    every generator (round robin), one summary service; the generators share a Redis run log,
+    or (runlog "memory") keep their runs to themselves (a run is then followed only through
+    the stream that started it: enough for the bench, not for `resume`)."""
+
+    edges: list[ServiceProcess]
+    generators: list[ServiceProcess]
+    others: list[ServiceProcess]
+    """The summary service and Redis."""
+    edge_port: int
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.edge_port}/v1/ws"
+
+    def services(self) -> dict[str, ServiceProcess]:
+        named = {s.name: s for s in (*self.edges, *self.generators, *self.others)}
+        return named
+
+    def check_alive(self) -> None:
+        for service in self.services().values():
+            service.check_alive()
+
+    async def stop(self) -> None:
+        for service in (*self.edges, *self.generators, *self.others):
+            await service.stop()
+
+
+async def start_scaled_docgen(
+    llm: LLMProcess, log_dir: Path, count: int, *, runlog: str = "redis"
+) -> ScaledStack:
+    started: list[ServiceProcess] = []
+    runlog_env: dict[str, str] = {}
+    try:
+        if runlog == "redis":
+            redis, runlog_url = await start_redis(log_dir)
+            started.append(redis)
+            runlog_env["DOCGEN_RUNLOG_URL"] = runlog_url
+        summary_addr = f"127.0.0.1:{free_port()}"
+        summary = await spawn(
+            "summary-x",
+            [sys.executable, "-m", "services.summary"],
+            {**base_env(), "DOCGEN_SUMMARY_ADDR": summary_addr, "DOCGEN_SUMMARY_METRICS_PORT": "0"},
+            log_dir,
+        )
+        started.append(summary)
+        await wait_grpc_serving(summary, summary_addr)
+        generator_addrs = [f"127.0.0.1:{free_port()}" for _ in range(count)]
+        generators = []
+        for index, address in enumerate(generator_addrs, 1):
+            generator = await spawn(
+                f"generator-{index}",
+                [sys.executable, "-m", "services.generator"],
+                {**generator_environment(llm, address, summary_addr), **runlog_env},
+                log_dir,
+            )
+            started.append(generator)
+            generators.append(generator)
+        for generator, address in zip(generators, generator_addrs, strict=True):
+            await wait_grpc_serving(generator, address)
+        edge_port = free_port()
+        edges = []
+        for index in range(1, count + 1):
+            edge = await spawn(
+                f"edge-{index}",
+                [sys.executable, "-m", "services.edge"],
+                {
+                    **edge_env(edge_port, ",".join(generator_addrs)),
+                    "DOCGEN_EDGE_REUSE_PORT": "1",
+                },
+                log_dir,
+            )
+            started.append(edge)
+            edges.append(edge)
+            await wait_http_ok(edge, f"http://127.0.0.1:{edge_port}/readyz")
+    except BaseException:
+        for service in reversed(started):
+            await service.stop()
+        raise
+    return ScaledStack(
+        edges, generators, [s for s in started if s.name in ("summary-x", "redis")], edge_port
+    )

@@ -117,8 +117,9 @@ def _at_least(value: float | None, limit: float) -> bool | None:
 # --- goals ---------------------------------------------------------------------------------
 
 
-def goals(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's goals and the task card's floors, each with the measured value."""
+def goals(scenarios: dict[str, Any], duration_s: float | None = None) -> list[dict[str, Any]]:
+    """The issues' goals and the task card's floors, each with the measured value;
+    `duration_s`: a full run's wall-clock time (its own goal)."""
     relay = _get(scenarios, "relay", "levels") or {}
     handshake_p95 = _get(scenarios, "handshake", "edge_idle_ms", "median_of_repeats", "p95")
     loaded_p95 = _get(scenarios, "handshake", "edge_under_load_ms", "median_of_repeats", "p95")
@@ -131,7 +132,18 @@ def goals(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
     relay_1 = _get(relay, "1", "edge", "delay_ms", "median_of_repeats", "p99")
     relay_500 = _get(relay, "500", "edge", "delay_ms", "median_of_repeats", "p99")
     capacity = _get(scenarios, "capacity", "streams")
+    coalesced = _get(scenarios, "capacity_coalesced", "streams")
+    coalesced_goal = _get(scenarios, "capacity_coalesced", "goal_p99_ms")
     memory = _get(scenarios, "memory", "edge", "kib_per_socket")
+    relay_100 = _get(relay, "100", "edge", "delay_ms", "median_of_repeats", "p99")
+    cpu_100 = _get(relay, "100", "edge", "cpu")
+    per_token_100 = (
+        None
+        if not cpu_100 or None in (_get(cpu_100, n, "us_per_token") for n in ("edge", "generator"))
+        else round(cpu_100["edge"]["us_per_token"] + cpu_100["generator"]["us_per_token"], 1)
+    )
+    soak = scenarios.get("soak") or {}
+    scaling_ratio = _get(scenarios, "scaling", "ratio")
     rows = [
         ("Handshake p95, idle", "≤ 5 ms", handshake_p95, "ms", _at_most(handshake_p95, 5)),
         (
@@ -157,6 +169,46 @@ def goals(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
             "streams",
             _at_least(capacity, 500),
         ),
+        (
+            f"… with chunk_interval_ms (p99 ≤ {_n(coalesced_goal, 0)} ms)",
+            "≥ 500",
+            coalesced,
+            "streams",
+            _at_least(coalesced, 500),
+        ),
+        (
+            "CPU per token, edge + generator, 100 streams",
+            "≤ 100 µs",
+            per_token_100,
+            "µs",
+            _at_most(per_token_100, 100),
+        ),
+        ("Relay p99, 100 streams", "≤ 10 ms", relay_100, "ms", _at_most(relay_100, 10)),
+        (
+            f"Handshake p95 with {load_streams or '—'} streams active",
+            "≤ 10 ms",
+            loaded_p95,
+            "ms",
+            _at_most(loaded_p95, 10),
+        ),
+        (
+            f"Soak, {soak.get('streams', '—')} streams: no error, RSS growth ≤ 10 %, p99 stable",
+            "pass",
+            None
+            if not soak.get("windows")
+            else f"{soak['errors']} errors, RSS growth ≤ "
+            f"{max((g or 0) for g in soak['rss_growth'].values()) * 100:.1f} %, p99 "
+            f"{_n(soak['p99_first_last_ms'][0], 1)} → {_n(soak['p99_first_last_ms'][1], 1)}",
+            "ms",
+            soak.get("passed"),
+        ),
+        (
+            "Capacity, 2 edges + 2 generators over 1 + 1 (same run)",
+            "> 1×",
+            scaling_ratio,
+            "×",
+            None if scaling_ratio is None else scaling_ratio > 1,
+        ),
         ("Memory per idle socket", "≤ 64 KiB", memory, "KiB", _at_most(memory, 64)),
         (
             "Task card: section (600 tokens) p95",
@@ -176,6 +228,9 @@ def goals(scenarios: dict[str, Any]) -> list[dict[str, Any]]:
         ),
         ("Task card: summary p95", "≤ 500 ms", summary_p95, "ms", _at_most(summary_p95, 500)),
     ]
+    if duration_s is not None:
+        minutes = round(duration_s / 60, 1)
+        rows.append(("`make bench`, whole run", "≤ 10 min", minutes, "min", minutes <= 10))
     return [
         {"goal": goal, "target": target, "value": value, "unit": unit, "met": met}
         for goal, target, value, unit, met in rows
@@ -307,16 +362,71 @@ def _relay_rows(relay: dict[str, Any]) -> list[Row]:
 
 def _other_rows(scenarios: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
-    cap = scenarios.get("capacity") or {}
-    if "streams" in cap:
+    for key, what in (
+        ("capacity", "one delta per chunk"),
+        ("capacity_coalesced", "chunk_interval_ms {interval}"),
+    ):
+        cap = scenarios.get(key) or {}
+        if "streams" in cap:
+            mode = what.format(interval=cap.get("chunk_interval_ms"))
+            rows.append(
+                (
+                    f"Capacity: concurrent {cap['rate']:g} tok/s streams with p99 ≤ "
+                    f"{cap['goal_p99_ms']:g} ms ({mode})",
+                    f"{cap['streams']:,} streams",
+                    "—",
+                    f"first failing probe: {_n(cap['first_failing'])}"
+                    + (" (time budget hit)" if cap["budget_exhausted"] else ""),
+                )
+            )
+    scaling = scenarios.get("scaling") or {}
+    if "search" in scaling:
         rows.append(
             (
-                f"Capacity: concurrent {cap['rate']:g} tok/s streams with p99 ≤ "
-                f"{cap['goal_p99_ms']:g} ms",
-                f"{cap['streams']:,} streams",
-                "—",
-                f"first failing probe: {_n(cap['first_failing'])}"
-                + (" (time budget hit)" if cap["budget_exhausted"] else ""),
+                f"Several cores: capacity with {scaling['processes']} edges (SO_REUSEPORT) + "
+                f"{scaling['processes']} generators (each its own memory run log)",
+                f"{_n(scaling['scaled_streams'])} streams",
+                f"1 edge + 1 generator (capacity above): {_n(scaling['single_streams'])} streams",
+                f"{_n(scaling['ratio'], 2)}×"
+                + (" (time budget hit)" if scaling["search"]["budget_exhausted"] else ""),
+            )
+        )
+        probe = scaling.get("redis_probe")
+        if probe:
+            cpu = probe["cpu"]
+            gens = [v["us_per_token"] for k, v in cpu.items() if k.startswith("generator")]
+            edges = [v["us_per_token"] for k, v in cpu.items() if k.startswith("edge")]
+            rows.append(
+                (
+                    f"… the same {scaling['processes']} + {scaling['processes']} on a shared "
+                    f"Redis run log, {probe['streams']} streams: p50 / p99",
+                    f"{_n(probe['p50_ms'], 1)} / {_n(probe['p99_ms'], 1)} ms"
+                    + _flow_note(probe["flow"]),
+                    "CPU per token: generators "
+                    + " + ".join(_n(g, 0) for g in gens)
+                    + " µs, edges "
+                    + " + ".join(_n(e, 0) for e in edges)
+                    + f" µs, redis {_n(_get(cpu, 'redis', 'us_per_token'), 0)} µs",
+                    "pass" if probe["passed"] else "fail",
+                )
+            )
+    soak = scenarios.get("soak") or {}
+    if soak.get("windows"):
+        p99s = [w["p99_ms"] for w in soak["windows"]]
+        rss = ", ".join(
+            f"{n} {soak['rss_mib_warm'][n]:.0f}→{soak['rss_mib_end'][n]:.0f} MiB "
+            f"({(soak['rss_growth'][n] or 0) * 100:+.1f}%)"
+            for n in soak["rss_growth"]
+        )
+        rows.append(
+            (
+                f"Soak: {soak['streams']} streams × {soak['duration_s']:.0f} s "
+                f"({len(p99s)} windows of {soak['window_s']:g} s, fresh runs each)",
+                "p99 per window: " + " / ".join(_n(v, 1) for v in p99s) + " ms; "
+                f"{soak['errors']} errors; min flow "
+                f"{min(w['flow'] for w in soak['windows']):.2f}",
+                f"RSS after the first window → at the end: {rss}",
+                "pass" if soak["passed"] else "fail",
             )
         )
     mem = scenarios.get("memory") or {}

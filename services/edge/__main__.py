@@ -3,7 +3,7 @@ import signal
 
 from aiohttp import web
 
-from services.common import metrics
+from services.common import event_loop, metrics
 from services.common.gc_tuning import tune_gc_after_startup
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
@@ -46,5 +46,5 @@ async def serve() -> None:
 
 app.on_startup.append(_tune_gc)
 app.on_startup.append(_serve_metrics)
-asyncio.run(serve())
+event_loop.run(serve())
 shutdown_tracing()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -66,16 +66,17 @@ class GuardedProtocol(asyncio.Protocol):
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        peer = transport.get_extra_info("peername")
+        # A stream transport, but not always an `asyncio.Transport` instance: uvloop's is its
+        # own class (services/common/event_loop.py).
+        self._transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         ip = str(peer[0]) if peer else "unknown"
         if not self._pending.admit(ip):
             self._refused = True
             metrics.WS_HANDSHAKE_REJECTIONS.labels("429").inc()
             log.debug("connection refused: too many unauthenticated connections from one IP")
-            transport.write(TOO_MANY)
-            transport.close()
+            stream.write(TOO_MANY)
+            stream.close()
             return
         self._ip = ip
         self._timer = asyncio.get_running_loop().call_later(

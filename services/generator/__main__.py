@@ -1,5 +1,4 @@
-import asyncio
-
+from services.common import event_loop
 from services.generator.server import serve
 
-asyncio.run(serve())
+event_loop.run(serve())

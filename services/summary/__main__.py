@@ -1,5 +1,4 @@
-import asyncio
-
+from services.common import event_loop
 from services.summary.server import serve
 
-asyncio.run(serve())
+event_loop.run(serve())
