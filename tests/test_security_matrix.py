@@ -877,8 +877,14 @@ class Matrix:
     errors: ErrorRecords
 
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def matrix() -> AsyncIterator[Matrix]:
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["memory", "redis"])
+async def matrix(request: pytest.FixtureRequest) -> AsyncIterator[Matrix]:
+    """The whole matrix runs once per run-log backend: in memory, and on a real Redis."""
+    runlog_url = None
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.flush()
+        runlog_url = server.url
     keys = Keys()
     jwks = JwksServer(keys)
     await jwks.start()
@@ -904,6 +910,7 @@ async def matrix() -> AsyncIterator[Matrix]:
         },
         generator={"max_active_runs_per_user": RUNS_PER_USER},
         summary={"mode": "extractive"},
+        runlog_url=runlog_url,
     )
     try:
         yield Matrix(Harness(stack, jwks, keys), errors)

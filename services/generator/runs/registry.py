@@ -6,6 +6,7 @@ Where stores differ, the registry asks its store what to do; it never asks which
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -66,6 +67,8 @@ class RunRegistry:
         self._new_run_id = new_run_id
         self._store: RunStore = store or MemoryRunStore(run_ttl_s=settings.run_ttl_s)
         self._runs: dict[str, Run] = {}
+        self._reserved: collections.Counter[str] = collections.Counter()
+        """Per user: runs being started (checked against the limit, not registered yet)."""
         self._checks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
@@ -90,34 +93,61 @@ class RunRegistry:
             raise InvalidRequest(
                 f"chunk_interval_ms must be 0 to {MAX_CHUNK_INTERVAL_MS}, not {chunk_interval_ms}"
             )
-        active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
-        if active >= self._settings.max_active_runs_per_user:
+        limit = self._settings.max_active_runs_per_user
+        # Checked and reserved before any await: a burst of starts on one socket must not all
+        # see the same count while the first ones are still being created (issue 18).
+        active = self._reserved[user_id] + sum(
+            1 for r in self._runs.values() if r.user_id == user_id and not r.ended
+        )
+        if active >= limit:
             raise TooManyRuns(
                 f"{active} runs are still going for this user (limit "
-                f"{self._settings.max_active_runs_per_user}); cancel one or wait for it to end"
+                f"{limit}); cancel one or wait for it to end"
             )
-        if 0 < self._settings.max_active_runs <= self.active_runs:
+        if 0 < self._settings.max_active_runs <= self.active_runs + self._reserved.total():
             raise TooManyRuns(
                 f"this generator is writing {self.active_runs} runs, its limit; "
                 "retry in a few seconds"
             )
         run_id = self._new_run_id()
         trace_id = trace_id or new_trace_id()
-        run_log = await self._store.create(
-            run_id, user_id=user_id, outline=outline, request_id=request_id, trace_id=trace_id
-        )
-        run = Run(run_id=run_id, user_id=user_id, log=run_log)
-        # Followers read the log itself; only the run's writer coalesces its chunks.
-        writer_log = coalescing(run_log, chunk_interval_ms)
-        context = self._launch(
-            run, writer_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
-        )
+        self._reserved[user_id] += 1
+        try:
+            # Then across every generator sharing the store, atomically there.
+            if not await self._store.reserve_user_run(user_id, run_id, limit):
+                raise TooManyRuns(
+                    f"{limit} runs are still going for this user (limit {limit}, over every "
+                    "generator); cancel one or wait for it to end"
+                )
+            try:
+                run_log = await self._store.create(
+                    run_id,
+                    user_id=user_id,
+                    outline=outline,
+                    request_id=request_id,
+                    trace_id=trace_id,
+                )
+            except BaseException:
+                await self._store.release_user_run(user_id, run_id)
+                raise
+            run = Run(run_id=run_id, user_id=user_id, log=run_log)
+            # Followers read the log itself; only the run's writer coalesces its chunks.
+            writer_log = coalescing(run_log, chunk_interval_ms)
+            context = self._launch(
+                run, writer_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
+            )
+        finally:
+            # No await since `_launch` registered the run: it is counted once, as a run.
+            self._reserved[user_id] -= 1
+            if self._reserved[user_id] <= 0:
+                del self._reserved[user_id]
         context.run(log.info, "run started", extra={"sections": len(outline.sections)})
         return run
 
     def adopt(self, adopted: AdoptedRun) -> None:
         """Writes on a run taken over from a generator that died (called by the store)."""
         run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
+        self._store.keep_user_run(adopted.user_id, adopted.run_id)
         trace_id = adopted.trace_id or new_trace_id()
         context = self._launch(
             run, adopted.log, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
@@ -299,6 +329,10 @@ class RunRegistry:
 
     def _on_run_done(self, run: Run) -> None:
         metrics.ACTIVE_RUNS.dec()
+        if self._runs.get(run.run_id) is run:  # ended here, not handed over: free its slot
+            release = asyncio.create_task(self._store.release_user_run(run.user_id, run.run_id))
+            self._checks.add(release)
+            release.add_done_callback(self._checks.discard)
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None

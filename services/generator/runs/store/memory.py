@@ -35,6 +35,15 @@ class MemoryRunStore:
     ) -> RunWriter:
         return MemoryRunLog(run_id)
 
+    async def reserve_user_run(self, user_id: str, run_id: str, limit: int) -> bool:
+        return True  # one generator: the registry's own count is the whole truth
+
+    def keep_user_run(self, user_id: str, run_id: str) -> None:
+        pass
+
+    async def release_user_run(self, user_id: str, run_id: str) -> None:
+        pass
+
     async def lookup(self, run_id: str) -> StoredRun | None:
         return None  # every run is in the registry already
 

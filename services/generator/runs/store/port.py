@@ -81,6 +81,19 @@ class RunStore(Protocol):
         """The log of a new run that this generator writes; raises `RunLogUnavailable`."""
         ...
 
+    async def reserve_user_run(self, user_id: str, run_id: str, limit: int) -> bool:
+        """Takes one of the user's `limit` run slots for `run_id` wherever runs are counted
+        (every generator sharing the store); False: all taken. Raises `RunLogUnavailable`."""
+        ...
+
+    def keep_user_run(self, user_id: str, run_id: str) -> None:
+        """A run taken over: this generator now keeps its user slot."""
+        ...
+
+    async def release_user_run(self, user_id: str, run_id: str) -> None:
+        """The run ended: its slot is free."""
+        ...
+
     async def lookup(self, run_id: str) -> StoredRun | None:
         """A run written elsewhere (None: unknown or expired); raises `RunLogUnavailable`."""
         ...

@@ -3,6 +3,8 @@ exact, and the errors that mean "Redis is unreachable right now" (see `__init__.
 
 from __future__ import annotations
 
+import hashlib
+
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -79,6 +81,28 @@ CANCEL_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'cancel', '1') end
 return redis.call('PUBLISH', ARGV[1], ARGV[2])
 """
+
+
+# A user's unfinished runs across every generator (`DOCGEN_MAX_RUNS_PER_USER`): a sorted set
+# of run ids scored by lease expiry (ms, Redis's clock). Checked and added in one script, so
+# two generators cannot both take the last slot; the writer's heartbeat renews its entries, and
+# an entry whose writer died without ending the run lapses with its lease.
+RESERVE_USER_RUN_SCRIPT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return 1
+"""
+
+
+def user_runs_key(user_id: str) -> str:
+    # Hashed: a user id is up to a few hundred characters of anything (issuer + sub).
+    return f"docgen:user:{hashlib.sha256(user_id.encode()).hexdigest()[:32]}:runs"
 
 
 def events_key(run_id: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from typing import Any
@@ -48,6 +49,9 @@ class LeaseKeeping:
     def _writer(self, run_id: str, token: str, last_seq: int) -> RedisRunLog:
         raise NotImplementedError
 
+    async def renew_user_runs(self) -> None:
+        raise NotImplementedError
+
     async def _heartbeat_loop(self) -> None:
         """Renews this generator's leases and follower marks; notices lost leases and cancels
         whose pub/sub message was missed."""
@@ -78,6 +82,8 @@ class LeaseKeeping:
             except TRANSIENT as error:
                 log.warning("lease renewal failed: %r", error)
                 continue
+            with contextlib.suppress(*TRANSIENT):  # retried at the next beat
+                await self.renew_user_runs()
             for run_log, result in zip(writing, results, strict=False):
                 if run_log.lost or run_log.fenced:
                     continue

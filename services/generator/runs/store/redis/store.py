@@ -31,6 +31,7 @@ from services.generator.runs.store.redis.keys import (
     ORPHAN_TTL_S,
     RELEASE_SCRIPT,
     RENEW_SCRIPT,
+    RESERVE_USER_RUN_SCRIPT,
     TRANSIENT,
     LeaseLost,
     events_key,
@@ -38,6 +39,7 @@ from services.generator.runs.store.redis.keys import (
     lease_key,
     meta_key,
     unavailable,
+    user_runs_key,
 )
 from services.generator.runs.store.redis.leases import LeaseKeeping
 from services.generator.runs.store.redis.log import RedisRunLog
@@ -89,6 +91,9 @@ class RedisRunStore(LeaseKeeping, CancelRelay):
         self._renew = self.redis.register_script(RENEW_SCRIPT)
         self._release = self.redis.register_script(RELEASE_SCRIPT)
         self._cancel = self.redis.register_script(CANCEL_SCRIPT)
+        self._reserve_user_run = self.redis.register_script(RESERVE_USER_RUN_SCRIPT)
+        self._user_runs: dict[str, str] = {}
+        """run id -> user id of the runs whose user slot this generator keeps renewed."""
         self._writing: dict[str, RedisRunLog] = {}
         self._handed_over: list[RedisRunLog] = []
         self._followed: collections.Counter[str] = collections.Counter()
@@ -109,6 +114,41 @@ class RedisRunStore(LeaseKeeping, CancelRelay):
         self, run_id: str, after_seq: int
     ) -> AsyncIterator[list[events_pb2.RunEvent]]:
         return self._reader.follow_batches(run_id, after_seq)
+
+    async def reserve_user_run(self, user_id: str, run_id: str, limit: int) -> bool:
+        """Takes one of `user_id`'s `limit` slots for `run_id`, across every generator sharing
+        this Redis (atomic: a Lua script); False when all are taken."""
+        try:
+            taken = await self._reserve_user_run(
+                keys=[user_runs_key(user_id)], args=[int(self.lease_s * 1000), limit, run_id]
+            )
+        except TRANSIENT as error:
+            raise unavailable(error) from None
+        if taken:
+            self._user_runs[run_id] = user_id
+        return bool(taken)
+
+    def keep_user_run(self, user_id: str, run_id: str) -> None:
+        """A run taken over here: its user slot is renewed by this generator from now on."""
+        self._user_runs[run_id] = user_id
+
+    async def release_user_run(self, user_id: str, run_id: str) -> None:
+        self._user_runs.pop(run_id, None)
+        with contextlib.suppress(*TRANSIENT):  # else it lapses with its lease
+            await self.redis.zrem(user_runs_key(user_id), run_id)
+
+    async def renew_user_runs(self) -> None:
+        """Called by the heartbeat: pushes the expiry of this generator's user slots on."""
+        if not self._user_runs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for run_id, user_id in list(self._user_runs.items()):
+                await self._reserve_user_run(
+                    keys=[user_runs_key(user_id)],
+                    args=[int(self.lease_s * 1000), 2**31, run_id],
+                    client=pipe,
+                )
+            await pipe.execute()
 
     async def open(self, owner: RunOwner) -> None:
         self._owner = owner
