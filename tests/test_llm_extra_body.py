@@ -7,13 +7,26 @@ import pytest
 
 from services.common.env import ConfigError
 from services.generator.section_writer import SectionWriter
-from services.generator.settings import GeneratorSettings
+from services.generator.settings import BUNDLED_LLM_EXTRA_BODY, GeneratorSettings
 from tests.support.scripted_llm import Reply, ScriptedLLM
 
 
-def test_unset_adds_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unset_adds_nothing_for_another_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DOCGEN_LLM_EXTRA_BODY", raising=False)
+    monkeypatch.setenv("DOCGEN_LLM_BASE_URL", "https://llm.example/v1")
     assert GeneratorSettings.from_env().llm_extra_body is None
+
+
+def test_unset_bans_the_bundled_models_end_tokens_at_its_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("DOCGEN_LLM_EXTRA_BODY", raising=False)
+    monkeypatch.delenv("DOCGEN_LLM_BASE_URL", raising=False)
+    assert GeneratorSettings.from_env().llm_extra_body == BUNDLED_LLM_EXTRA_BODY
+    # The ids are SmolLM2's end-of-text and chat-turn tokens.
+    assert set(BUNDLED_LLM_EXTRA_BODY["logit_bias"]) == {"0", "1", "2"}
+    monkeypatch.setenv("DOCGEN_LLM_EXTRA_BODY", "{}")  # and it can be turned off
+    assert GeneratorSettings.from_env().llm_extra_body == {}
 
 
 def test_a_json_object_is_read(monkeypatch: pytest.MonkeyPatch) -> None:

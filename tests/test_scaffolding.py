@@ -95,6 +95,11 @@ def test_only_a_possible_tag_start_is_held_back() -> None:
         (["Executive summary: ", "Bikes help."], "Bikes help."),
         (["<summary>\nExecutive summary\n", "Bikes help."], "Bikes help."),
         (["Aquí tienes la sección:\n", "Las bicis ayudan."], "Las bicis ayudan."),
+        (
+            ['La parte "Riego" de un informe', ' titulado "Bicis".\n\n', "Las bicis ayudan."],
+            "Las bicis ayudan.",
+        ),
+        (["Write two paragraphs in English for", ' the part "Why".\n', "Bikes help."], "Bikes help."),
     ],
 )
 def test_openings_that_announce_or_repeat_a_title_are_dropped(deltas: list[str], text: str) -> None:

@@ -37,7 +37,7 @@ from services.common import language as languages
 from services.generator.execution import document_language
 from services.generator.prompts import STOP_SEQUENCES, build_section_messages
 from services.generator.section_writer import SectionShape, SectionWriter
-from services.generator.settings import GeneratorSettings
+from services.generator.settings import BUNDLED_LLM_EXTRA_BODY, GeneratorSettings
 from services.summary import extractive
 from services.summary.extractive import ExtractiveSummarizer, Summary
 
@@ -364,7 +364,13 @@ async def measure(
                     model=model,
                     temperature=settings.llm_temperature,
                     stall_timeout_s=60.0,
-                    extra_body={"seed": SEED, **(extra_body or {})},
+                    extra_body={
+                        "seed": SEED,
+                        # What `make run` sends the bundled model now (the end-token ban);
+                        # before issue 15 nothing was added.
+                        **(BUNDLED_LLM_EXTRA_BODY if variant == "after" else {}),
+                        **(extra_body or {}),
+                    },
                 )
                 record = await write_document(
                     writer,

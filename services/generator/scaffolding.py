@@ -45,6 +45,12 @@ _PREAMBLE = (
     r"en esta (?:sección|parte)|esta (?:sección|parte)|este apartado)\b[^\n]{0,240}:"
 )
 _HEADING = r"(?:#{1,6}[ \t][^\n]{0,300}|\[[^\]\n]{1,300}\]|\*\*[^*\n]{1,300}\*\*:?)"
+# The request read back ('La parte "…" de un informe titulado…', "Write two paragraphs…").
+_REQUEST_ECHO = (
+    r"(?:(?:the |la )?(?:part|parte)[ \t]+[\"“”]|"
+    r"(?:write|escribe)[ \t]+(?:one|two|three|four|un|dos|tres|cuatro)[ \t]+"
+    r"(?:paragraphs?|párrafos?)\b)[^\n]{0,300}"
+)
 _BLANK = r"[ \t]*(?:\n|$)"
 
 
@@ -69,7 +75,9 @@ class ScaffoldingFilter:
             if titles
             else None
         )
-        line_openings = [_PREAMBLE, _HEADING] + ([echo + r"[ \t]*[:.—–-]?"] if echo else [])
+        line_openings = [_PREAMBLE, _HEADING, _REQUEST_ECHO] + (
+            [echo + r"[ \t]*[:.—–-]?"] if echo else []
+        )
         # A whole line, or a title followed by a colon and then the text on the same line
         # ("Raised beds: Raised beds warm up…"): the title and colon go, the text stays. Until
         # the stream ends, a line counts as complete only with its line break.

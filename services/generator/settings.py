@@ -34,7 +34,12 @@ class GeneratorSettings:
     llm_extra_body: dict[str, Any] | None = None
     """A JSON object merged into every chat-completion request (`DOCGEN_LLM_EXTRA_BODY`), for
     server-specific parameters; e.g. `{"logit_bias": {"2": -100}}` forbids an end-of-sequence
-    token (the benchmark forces full-length sections this way). Unset: nothing is added."""
+    token (the benchmark forces full-length sections this way). Unset: nothing is added, except
+    with the bundled model's default address (`DOCGEN_LLM_BASE_URL` unset), where it is
+    `{"logit_bias": {"0": -100, "1": -100, "2": -100}}`: SmolLM2's end-of-text and chat-turn
+    tokens are forbidden, so a section is ended by the generator at the first sentence end past
+    its target instead of stopping short (docs/quality.md: sections within ±20 % of their target
+    80 % -> 90 %). `{}` turns that off."""
     llm_connect_retries: int = 3
     """Retries of a request that failed before its first token: 429, 5xx, refused
     (`DOCGEN_LLM_MAX_RETRIES`), with jittered exponential backoff, honouring Retry-After."""
@@ -123,7 +128,7 @@ class GeneratorSettings:
             or env_opt("OPENAI_API_KEY")
             or cls.llm_api_key,
             llm_temperature=env_float("DOCGEN_LLM_TEMPERATURE", cls.llm_temperature, minimum=0),
-            llm_extra_body=_env_json_object("DOCGEN_LLM_EXTRA_BODY"),
+            llm_extra_body=_llm_extra_body(env_str("DOCGEN_LLM_BASE_URL", cls.llm_base_url)),
             llm_connect_retries=env_int(
                 "DOCGEN_LLM_MAX_RETRIES", cls.llm_connect_retries, minimum=0
             ),
@@ -173,6 +178,18 @@ class GeneratorSettings:
                 "DOCGEN_GENERATOR_SHUTDOWN_GRACE_S", cls.shutdown_grace_s, minimum=0
             ),
         )
+
+
+# SmolLM2's <|endoftext|>, <|im_start|> and <|im_end|> (ids read from its GGUF vocabulary).
+BUNDLED_LLM_EXTRA_BODY: dict[str, Any] = {"logit_bias": {"0": -100, "1": -100, "2": -100}}
+
+
+def _llm_extra_body(base_url: str) -> dict[str, Any] | None:
+    """`DOCGEN_LLM_EXTRA_BODY`; unset, the bundled model's end-token ban, at its address only."""
+    value = _env_json_object("DOCGEN_LLM_EXTRA_BODY")
+    if value is None and base_url == BUNDLED_LLM_BASE_URL:
+        return dict(BUNDLED_LLM_EXTRA_BODY)
+    return value
 
 
 def _env_json_object(name: str) -> dict[str, Any] | None:
