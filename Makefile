@@ -57,6 +57,18 @@ $(STAMPS)/local-llm: pyproject.toml | $(STAMPS)/venv
 
 local-llm: $(STAMPS)/local-llm
 
+# checkov (the deploy/ scanner, tests/test_deploy.py) gets a venv of its own: it pins old
+# packaging/tabulate and pulls in aiodns, which switches aiohttp's default resolver to pycares,
+# whose shutdown thread crashed the test process (segfault at interpreter teardown).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(STAMPS)/checkov: | $(BIN)/python
+	@mkdir -p $(STAMPS)
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==$(CHECKOV_VERSION)
+	@touch $@
+
 $(STAMPS)/proto: $(PROTOS) | $(STAMPS)/venv
 	rm -rf gen && mkdir -p gen
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=gen --grpc_python_out=gen \
@@ -66,7 +78,7 @@ $(STAMPS)/proto: $(PROTOS) | $(STAMPS)/venv
 
 proto: $(STAMPS)/proto
 
-test: system-deps $(STAMPS)/proto $(STAMPS)/local-llm
+test: system-deps $(STAMPS)/proto $(STAMPS)/local-llm $(STAMPS)/checkov
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the real-model and browser tests, for a quick loop.

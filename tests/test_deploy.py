@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 MANIFESTS = sorted((DEPLOY / "kubernetes").rglob("*.yaml"))
 BIN = Path(sys.executable).parent
+# checkov has a venv of its own (Makefile: its dependencies must not enter the test venv).
+CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 KUBERNETES_VERSION = "1.31.0"
 NAMESPACE = "docgen"
 # Not Kubernetes' own kinds: kubernetes-validate has no schema for them.
@@ -106,9 +108,10 @@ def documented_skips() -> list[tuple[str, str, str]]:
 def checkov_failures() -> Iterator[tuple[str, str, str, str]]:
     """(check id, file relative to deploy/, resource, check name) of every failed check of
     `checkov -d deploy`, over every framework it finds there."""
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: `make test` installs it (.stamps/checkov)"
     done = subprocess.run(
         [
-            BIN / "checkov",
+            CHECKOV,
             "-d",
             "deploy",
             "--output",
