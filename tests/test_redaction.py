@@ -64,3 +64,61 @@ def test_a_traceback_is_kept_but_redacted() -> None:
     assert record.levelno == logging.ERROR
     assert record.exc_text is not None and "ValueError" in record.exc_text
     assert "eyJ" not in record.exc_text and "eyJ" not in record.getMessage()
+
+
+def test_span_query_attributes_are_redacted_before_export() -> None:
+    """Issue 18, item 9: a token sent in the query by mistake must not land in traces."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services.common.otel import redacting_processor
+
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(redacting_processor())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    attributes = {
+        "url.query": f"token={token}",
+        "http.target": f"/v1/ws?token={token}",
+        "http.url": f"http://127.0.0.1:8080/v1/ws?access_token={token}",
+        "url.path": "/v1/ws",
+    }
+    with provider.get_tracer("test").start_as_current_span("GET /v1/ws", attributes=attributes):
+        pass
+    provider.shutdown()
+    (span,) = exporter.get_finished_spans()
+    assert dict(span.attributes or {}) == {
+        "url.query": "[redacted]",
+        "http.target": "/v1/ws?[redacted]",
+        "http.url": "http://127.0.0.1:8080/v1/ws?[redacted]",
+        "url.path": "/v1/ws",
+    }
+    assert token not in str(span.to_json())
+
+
+def test_user_pseudonyms_are_keyed_not_a_plain_hash() -> None:
+    """Issue 18, item 9: sha256(sub)[:12] was reversible by trying likely ids."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from services.common.logs import hash_user
+
+    assert hash_user("alice@example.com") != hashlib.sha256(b"alice@example.com").hexdigest()[:12]
+    assert hash_user("alice") == hash_user("alice") != hash_user("bob")
+    code = "from services.common.logs import hash_user; print(hash_user('alice'))"
+    env = {k: v for k, v in os.environ.items() if k != "DOCGEN_LOG_PSEUDONYM_KEY"}
+
+    def pseudonym(**extra: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+    key = "k" * 32
+    # One key per deployment: every process names alice alike; without it, each its own way.
+    assert pseudonym(DOCGEN_LOG_PSEUDONYM_KEY=key) == pseudonym(DOCGEN_LOG_PSEUDONYM_KEY=key)
+    assert pseudonym() != pseudonym()

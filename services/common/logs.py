@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -29,9 +31,19 @@ _CONTEXT: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
 )
 
 
+# A plain sha256(user) is reversible by trying likely ids (emails, employee numbers): the
+# pseudonym is keyed. One key per deployment (`DOCGEN_LOG_PSEUDONYM_KEY`, the same on every
+# process) correlates a user's lines across services and restarts; unset, each process draws
+# its own, so its lines still correlate with each other but not with other processes'.
+_PSEUDONYM_KEY = (os.environ.get("DOCGEN_LOG_PSEUDONYM_KEY") or "").encode() or secrets.token_bytes(
+    32
+)
+
+
 def hash_user(user_id: str) -> str:
-    """A stable pseudonym for logs: correlates a user's lines without naming them."""
-    return hashlib.sha256(user_id.encode()).hexdigest()[:12]
+    """A stable pseudonym for logs: correlates a user's lines without naming them, and cannot
+    be reversed without the key (HMAC-SHA256, `DOCGEN_LOG_PSEUDONYM_KEY`)."""
+    return hmac.new(_PSEUDONYM_KEY, user_id.encode(), hashlib.sha256).hexdigest()[:12]
 
 
 def current_log_context() -> Mapping[str, Any]:

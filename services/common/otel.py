@@ -8,8 +8,37 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
+
+# Span attributes that carry a request's query string. A client that sends its token in the URL
+# by mistake is refused by the edge, but the server span of that request is recorded first.
+QUERY_ATTRIBUTES = ("url.query", "http.target", "http.url", "url.full")
+REDACTED = "[redacted]"
+
+
+def redact_query(key: str, value: str) -> str:
+    """`value` with its whole query string replaced: traces never need it, logs never keep it."""
+    if key == "url.query":
+        return REDACTED if value else value
+    path, mark, query = value.partition("?")
+    return f"{path}?{REDACTED}" if mark and query else value
+
+
+def redacting_processor() -> Any:
+    """A span processor that rewrites the query attributes as a span starts (the aiohttp
+    server instrumentation sets them then), before any exporter sees them."""
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class RedactQueries(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            for key in QUERY_ATTRIBUTES:
+                value = (span.attributes or {}).get(key)
+                if isinstance(value, str):
+                    span.set_attribute(key, redact_query(key, value))
+
+    return RedactQueries()
 
 
 def configure_tracing(service: str) -> bool:
@@ -35,6 +64,7 @@ def configure_tracing(service: str) -> bool:
         )
         return False
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"docgen-{service}"}))
+    provider.add_span_processor(redacting_processor())  # first: before the exporter's
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     GrpcAioInstrumentorServer().instrument()
