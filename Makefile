@@ -82,7 +82,7 @@ test: system-deps $(STAMPS)/proto $(STAMPS)/local-llm $(STAMPS)/checkov
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # Everything but the real-model and browser tests, for a quick loop.
-test-fast: system-deps $(STAMPS)/proto
+test-fast: system-deps $(STAMPS)/proto $(STAMPS)/checkov
 	$(BIN)/python -m pytest -q -m "not local_llm and not browser" $(PYTEST_ARGS)
 
 run: $(STAMPS)/proto

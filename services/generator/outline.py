@@ -19,7 +19,7 @@ from docgen.v1 import outline_pb2
 from services.generator.errors import InvalidOutline
 
 
-def _outline_schema() -> dict[str, Any]:
+def outline_schema() -> dict[str, Any]:
     generate = json.loads(
         files("services.contract").joinpath("client", "generate.json").read_text("utf-8")
     )
@@ -35,7 +35,7 @@ def _full_match(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern[1:-1])
 
 
-OUTLINE_SCHEMA = _outline_schema()
+OUTLINE_SCHEMA = outline_schema()
 _SECTION_SCHEMA = OUTLINE_SCHEMA["properties"]["sections"]["items"]["properties"]
 
 MAX_SECTIONS: int = OUTLINE_SCHEMA["properties"]["sections"]["maxItems"]

@@ -23,7 +23,6 @@ import logging
 import random
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -41,6 +40,7 @@ from services.generator.errors import (
     PlannerUnavailable,
     PlanNotFound,
 )
+from services.generator.outline import outline_schema
 
 __all__ = [
     "PlanError",
@@ -56,7 +56,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-GENERATE_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "client" / "generate.json"
 # An outline is at most 64 sections of 4,000-character briefs: a larger body is not one.
 MAX_BODY_BYTES = 2 * 1024 * 1024
 USER_AGENT = "docgen-generator"
@@ -91,8 +90,8 @@ class PlannerRetry:
 
 @cache
 def _outline_validator() -> jsonschema.Draft7Validator:
-    schema = json.loads(GENERATE_SCHEMA.read_text(encoding="utf-8"))
-    return jsonschema.Draft7Validator(schema["properties"]["outline"])
+    # The installed contract (package data), as outline.py reads it: no checkout needed.
+    return jsonschema.Draft7Validator(outline_schema())
 
 
 def outline_from_body(document_id: str, body: bytes) -> outline_pb2.Outline:
