@@ -33,6 +33,7 @@ from services.common.chat_stream import (
 )
 from services.generator.scaffolding import ScaffoldingFilter
 from services.common.sentence_end import SentenceStop
+from services.common.sse_lines import split_lines
 
 # A stall (our watchdog) is a TimeoutError on top of what any stream read can raise.
 _READ_ERRORS: tuple[type[Exception], ...] = (*STREAM_ERRORS, TimeoutError)
@@ -231,7 +232,8 @@ class SectionWriter:
                 **({"stop": stop} if stop else {}),
             ) as response:
                 stream_open = True
-                lines = response.iter_lines().__aiter__()
+                # Lines split from the body's bytes: cheaper per token than iter_lines().
+                lines = split_lines(response.iter_bytes()).__aiter__()
                 loop = asyncio.get_running_loop()
                 stall = self._stall_timeout_s
                 # One stall timer for the whole stream, pushed forward lazily instead of a new
