@@ -303,6 +303,16 @@ def test_network_policies_allow_exactly_the_documented_paths() -> None:
             assert admitted == ((source, target) in allowed), (source, target)
 
 
+def test_the_generator_reaches_the_planner() -> None:
+    """`generate{plan}` needs the generator → planner (T-05) path, and only the generator's."""
+    policies = [doc for doc in objects() if doc["kind"] == "NetworkPolicy"]
+    url = env("docgen-generator")["DOCGEN_PLANNER_URL"]
+    assert url.startswith("http://planner.planner.svc") and url.endswith(":8080")
+    assert _allowed(policies, "docgen-generator", "Egress", "ns:planner", 8080)
+    for pod in ["docgen-edge", "docgen-summary", "docgen-redis"]:
+        assert not _allowed(policies, pod, "Egress", "ns:planner", 8080), pod
+
+
 def test_generators_share_redis_and_edges_balance_over_them() -> None:
     generator, edge = env("docgen-generator"), env("docgen-edge")
     assert generator["DOCGEN_RUNLOG_URL_FILE"].startswith("/var/run/secrets/")
