@@ -12,6 +12,7 @@ import pytest
 
 from bench.scenarios.quality import ends_mid_sentence, has_scaffolding, opens_with_title
 from services.common.defaults import BUNDLED_LLM_MODEL
+from services.generator.settings import BUNDLED_LLM_EXTRA_BODY
 from services.local_llm import LocalLLMSettings, server_command
 from tests.support.processes import free_port, spawn, stop_process
 from tests.support.scripted_llm import ScriptedLLM
@@ -76,6 +77,8 @@ async def test_a_run_on_the_bundled_model_has_no_scaffolding_and_ends_every_sent
             generator={
                 "llm_base_url": settings.base_url,
                 "llm_model": BUNDLED_LLM_MODEL,
+                # What `make run` sends the bundled model (its default address gets it).
+                "llm_extra_body": BUNDLED_LLM_EXTRA_BODY,
                 "llm_stall_timeout_s": 60.0,
                 "llm_request_timeout_s": 120.0,
             },
