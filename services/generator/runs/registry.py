@@ -9,6 +9,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -149,8 +150,25 @@ class RunRegistry:
         run = Run(run_id=adopted.run_id, user_id=adopted.user_id, log=adopted.log)
         self._store.keep_user_run(adopted.user_id, adopted.run_id)
         trace_id = adopted.trace_id or new_trace_id()
+        outline, resume = adopted.outline, adopted.resume
+        try:
+            # Read back from the store, not from a client: whoever can write there could plant
+            # an outline past every limit and buy unlimited LLM time. Checked like a new one.
+            validate_outline(outline, max_total_tokens=self._settings.max_outline_tokens)
+        except InvalidRequest as error:
+            log.warning(
+                "taken-over run's outline is invalid; ending it as failed",
+                extra={"run_id": adopted.run_id, "problem": str(error)[:300]},
+            )
+            # Nothing of it reaches the LLM (nor language detection): the run only gets its
+            # run_end{failed}.
+            outline = outline_pb2.Outline(document_id="invalid")
+            resume = dataclasses.replace(
+                resume or ResumePoint(next_index=0, next_attempt=1),
+                end_status=events_pb2.RUN_STATUS_FAILED,
+            )
         context = self._launch(
-            run, adopted.log, adopted.outline, adopted.request_id, trace_id, resume=adopted.resume
+            run, adopted.log, outline, adopted.request_id, trace_id, resume=resume
         )
         context.run(
             log.info,
