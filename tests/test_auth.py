@@ -226,7 +226,7 @@ async def test_the_issuer_picks_the_jwks_and_the_key_is_only_good_for_that_issue
             jwks={ISSUER: keys_of(idp), "https://other.test": keys_of(other)},
         )
         good = jwt.encode(claims(), key_a, algorithm="RS256", headers={"kid": "k1"})
-        assert (await verifier.verify(good)).user_id == "alice"
+        assert (await verifier.verify(good)).subject == "alice"
         crossed = jwt.encode(
             claims(iss="https://other.test"), key_a, algorithm="RS256", headers={"kid": "k1"}
         )

@@ -163,7 +163,7 @@ def test_any_json_in_the_header_or_claims_gets_a_documented_answer(
     finally:
         net.removeHandler(handler)
     if isinstance(result, Principal):
-        assert isinstance(claims, dict) and claims["sub"] == result.user_id
+        assert isinstance(claims, dict) and claims["sub"] == result.subject
     else:
         assert result in DOCUMENTED, result
     assert handler.records == [], "a malformed field slipped past the explicit checks"
