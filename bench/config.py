@@ -70,6 +70,8 @@ class BenchConfig:
 
     scaling_budget_s: float = 75.0
     """Wall-clock bound of the capacity search with two edges and two generators."""
+    scaling_redis_probe: bool = True
+    """Also probe two of each on a shared Redis run log (a third stack to start)."""
 
     memory_sockets: int = 2000
 
@@ -113,6 +115,7 @@ def quick_config() -> BenchConfig:
         soak_s=12.0,
         soak_window_s=3.0,
         scaling_budget_s=10.0,
+        scaling_redis_probe=False,
         memory_sockets=200,
         k6_vus=10,
         k6_duration_s=8.0,

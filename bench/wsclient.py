@@ -8,6 +8,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import struct
 import time
@@ -20,6 +21,7 @@ import aiohttp
 
 from bench.processes import BENCH_JWT_SECRET
 from services.edge.auth import mint_dev_token
+from services.generator.settings import GeneratorSettings
 
 SUBPROTOCOL = "docgen.v1"
 # A masked close frame with code 1000, as a client must send it (RFC 6455 §5.3).
@@ -79,10 +81,14 @@ async def open_idle_socket(host: str, port: int, jwt: str) -> asyncio.StreamWrit
 
 
 def one_section_outline(index: int, tokens: int) -> dict[str, Any]:
+    """A one-section outline whose run streams about `tokens` tokens from the stamping LLM:
+    its words never end a sentence, so the section runs to the generator's hard cap,
+    `DOCGEN_SECTION_HEADROOM` (default) x `target_tokens`."""
+    target = max(1, math.floor(tokens / GeneratorSettings.section_headroom))
     return {
         "document_id": f"bench-{index}",
         "title": "Bench stream",
-        "sections": [{"id": "s1", "title": "Relay", "brief": "tokens", "target_tokens": tokens}],
+        "sections": [{"id": "s1", "title": "Relay", "brief": "tokens", "target_tokens": target}],
     }
 
 

@@ -29,6 +29,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         ctx.stamping, ctx.log_dir / "scaled-memory", PROCESSES, runlog="memory"
     )
     try:
+        await _warm_up(
+            ctx, stack.ws_url, {**stack.services(), "stamping llm": ctx.stamping.service}
+        )
         result = await search(
             ctx,
             ws_url=stack.ws_url,
@@ -42,13 +45,14 @@ async def run(ctx: Context) -> dict[str, Any]:
     finally:
         await stack.stop()
     redis_probe: dict[str, Any] | None = None
-    if single:
+    if single and config.scaling_redis_probe:
         ctx.say(f"scaling: {PROCESSES}+{PROCESSES} processes on a Redis run log, {single} streams")
         stack = await start_scaled_docgen(
             ctx.stamping, ctx.log_dir / "scaled-redis", PROCESSES, runlog="redis"
         )
         try:
             services = {**stack.services(), "stamping llm": ctx.stamping.service}
+            await _warm_up(ctx, stack.ws_url, services)
             probe = await measure_edge_streams(
                 stack.ws_url,
                 services,
@@ -80,3 +84,12 @@ async def run(ctx: Context) -> dict[str, Any]:
         "search": result,
         "redis_probe": redis_probe,
     }
+
+
+async def _warm_up(ctx: Context, ws_url: str, services: dict[str, Any]) -> None:
+    """A few unmeasured runs through fresh processes: each generator's first run loads the
+    language detector and opens its LLM connections, which would cost the first probe."""
+    await measure_edge_streams(
+        ws_url, services, streams=4 * PROCESSES, rate=ctx.config.rate, measure_s=1.0
+    )
+    await quiesce(services, max_wait_s=10)
