@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from docgen.v1 import events_pb2, outline_pb2
 
+from services.common.outlines import outline_from_json
+
 PROTOCOL_VERSION = 1
 
 _FINISH_REASONS = {
@@ -185,21 +187,7 @@ def pong_frame(request_id: str | None) -> dict[str, Any]:
 
 def outline_from_frame(outline: dict[str, Any]) -> outline_pb2.Outline:
     """The outline of a schema-valid `generate` frame."""
-    return outline_pb2.Outline(
-        document_id=outline["document_id"],
-        title=outline["title"],
-        language=outline.get("language", ""),
-        sections=[
-            outline_pb2.OutlineSection(
-                id=section["id"],
-                title=section["title"],
-                brief=section.get("brief", ""),
-                # JSON Schema counts 600.0 as an integer; protobuf does not.
-                target_tokens=int(section["target_tokens"]),
-            )
-            for section in outline["sections"]
-        ],
-    )
+    return outline_from_json(outline)
 
 
 def _now_ms() -> int:

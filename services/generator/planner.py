@@ -31,6 +31,7 @@ import jsonschema
 import tenacity
 from docgen.v1 import outline_pb2
 
+from services.common.outlines import outline_from_json
 from services.common.tracing import outgoing_headers
 from services.generator.errors import (
     PlanError,
@@ -109,20 +110,7 @@ def outline_from_body(document_id: str, body: bytes) -> outline_pb2.Outline:
         raise PlanInvalid(f"{where} is not a valid outline: {at}: {first.message}"[:500] + more)
     if value["document_id"] != document_id:
         raise PlanInvalid(f"{where} is for another document ({value['document_id']!r})"[:300])
-    return outline_pb2.Outline(
-        document_id=value["document_id"],
-        title=value["title"],
-        language=value.get("language", ""),
-        sections=[
-            outline_pb2.OutlineSection(
-                id=section["id"],
-                title=section["title"],
-                brief=section.get("brief", ""),
-                target_tokens=int(section["target_tokens"]),
-            )
-            for section in value["sections"]
-        ],
-    )
+    return outline_from_json(value)
 
 
 def _retry_after_s(headers: Any) -> float | None:
