@@ -38,7 +38,12 @@ SECTION_TEXTS = {
     "harvest": "Beans taste best picked small and often. Onions store through winter once "
     "their necks are dry. A cool dark shed keeps potatoes firm until spring.",
 }
+# The refinement prompt keeps its <summary> block (docs/prompts.md, "The summary refinement
+# prompt").
 SUMMARY_BLOCK = re.compile(r"<summary>\n(.*?)\n</summary>", re.DOTALL)
+# The section prompt carries the running summary as context at the end of its system message,
+# after this line (docs/prompts.md, "The section prompt"); the first section gets none.
+SECTION_PROMPT_CONTEXT = "\n\nWhat the earlier parts of the report say:\n"
 
 
 def section_script(token_delay_s: float = 0.0) -> Callable[[int, dict[str, Any]], Reply]:
@@ -138,13 +143,18 @@ def latest_summary_before(frames: list[dict[str, Any]], seq: int) -> str:
 
 
 def prompt_summaries(llm: ScriptedLLM) -> list[str]:
-    """The <summary> block of each section prompt, in request order."""
-    blocks = []
+    """The running summary in each section prompt's system message, in request order ("" when
+    the prompt has none)."""
+    summaries = []
     for request in llm.requests:
-        match = SUMMARY_BLOCK.search(request.body["messages"][-1]["content"])
-        assert match
-        blocks.append(match.group(1))
-    return blocks
+        system, user = request.body["messages"]
+        assert system["role"] == "system" and user["role"] == "user"
+        # The summary is context in the system message, never part of the request itself.
+        assert SECTION_PROMPT_CONTEXT.strip() not in user["content"]
+        _, found, summary = system["content"].partition(SECTION_PROMPT_CONTEXT)
+        assert not found or summary, system["content"]
+        summaries.append(summary)
+    return summaries
 
 
 def assert_versioning(frames: list[dict[str, Any]]) -> None:
@@ -168,10 +178,7 @@ def assert_each_prompt_has_the_latest_summary(
     assert len(starts) == len(llm.requests) == len(SECTION_IDS)
     for start, block in zip(starts, prompt_summaries(llm), strict=True):
         expected = latest_summary_before(frames, start["seq"])
-        if expected:
-            assert block == expected, start["section_id"]
-        else:
-            assert "nothing written yet" in block
+        assert block == expected, start["section_id"]  # "" == "" before the first update
 
 
 # --- extractive mode (the default) -------------------------------------------------------
@@ -188,7 +195,7 @@ async def test_prompt_of_section_k_carries_the_summary_through_section_k_minus_1
     assert all(u["method"] == "extractive" for u in updates)
     assert_versioning(frames)
     blocks = prompt_summaries(stack.llm)
-    assert "nothing written yet" in blocks[0]
+    assert blocks[0] == ""  # the first section's prompt has no summary
     for k in range(2, 6):  # sections 2..5, 1-based
         block = blocks[k - 1]
         assert block == updates[k - 2]["summary"]  # the update through section k-1
