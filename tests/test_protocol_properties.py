@@ -1,12 +1,14 @@
 """Property-based conformance of the edge: client frames generated from the JSON Schemas
 (hypothesis-jsonschema), valid and deliberately broken, thrown at one live stack over one
-socket. Valid frames get their documented answer, invalid ones the documented error code,
-the socket stays usable after every frame, and another user's run on another socket
-completes whole."""
+socket. Valid frames get their documented answer (revision 2: `ack` for `runs`, errors for
+the unknown runs, the foreign tokens and the missing planner), invalid ones the documented
+error code, the socket stays usable after every frame, and another user's run on another
+socket completes whole."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -27,7 +29,7 @@ from tests.support.scripted_llm import Reply, ScriptedLLM, words
 from tests.support.stack import ProtocolClient, Stack, sections_text, start_stack
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas"
-CLIENT_TYPES = ("generate", "resume", "cancel", "ping")
+CLIENT_TYPES = ("generate", "resume", "cancel", "ping", "refresh", "runs")
 VALIDATOR = FrameValidator()
 # Enough to find a broken answer (each example is a round trip, a generate a whole run)
 # while the module stays well under 30 s on two cores.
@@ -65,14 +67,21 @@ class Live:
     stack: Stack
     fuzz: ProtocolClient
     bystander: ProtocolClient
+    bystander_run: asyncio.Task[list[dict[str, Any]]]
+    """Reads the bystander's socket while the fuzzing goes on, as a browser would: a socket
+    nobody reads leaves the server's heartbeat pings unanswered, and the edge closes it."""
     bystander_frames: list[dict[str, Any]] = field(default_factory=list)
     probes: Iterator[int] = field(default_factory=itertools.count)
+    fuzz_runs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """The runs the fuzzing socket started, in order, with their frames: what `runs` must
+    list, and what a `generate` repeating one's `request_id` must replay."""
+    run_by_request: dict[str, str] = field(default_factory=dict)
 
     def run(self, coroutine: Any) -> Any:
         return self.runner.run(coroutine)
 
 
-async def _start() -> tuple[Stack, ProtocolClient, ProtocolClient, list[dict[str, Any]]]:
+async def _start(runner: asyncio.Runner) -> Live:
     # The frame-rate limit is lifted: this module sends frames back to back on purpose.
     stack = await start_stack(
         ScriptedLLM(scripted),
@@ -83,18 +92,27 @@ async def _start() -> tuple[Stack, ProtocolClient, ProtocolClient, list[dict[str
     await bystander.send({"type": "generate", "request_id": "bystander", "outline": BYSTANDER})
     first = await bystander.recv()
     assert first["type"] == "run_started", first
+    # Generous: the task only advances while an exchange drives the loop.
+    bystander_run = asyncio.create_task(bystander.run_to_end(timeout=600))
     fuzz = await stack.connect(stack.token("alice"))
-    return stack, fuzz, bystander, [first]
+    return Live(runner, stack, fuzz, bystander, bystander_run, [first])
+
+
+async def _stop(live: Live) -> None:
+    live.bystander_run.cancel()
+    with contextlib.suppress(BaseException):
+        await live.bystander_run
+    await live.stack.close()
 
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Live]:
     with asyncio.Runner() as runner:
-        stack, fuzz, bystander, frames = runner.run(_start())
+        live = runner.run(_start(runner))
         try:
-            yield Live(runner, stack, fuzz, bystander, frames)
+            yield live
         finally:
-            runner.run(stack.close())
+            runner.run(_stop(live))
 
 
 async def _probe(live: Live) -> None:
@@ -208,10 +226,26 @@ def schema_violations(draw: st.DrawFn) -> dict[str, Any]:
             _with(frame, ("after_seq",), draw(st.integers(min_value=2**53))),
             _with(frame, ("after_seq",), draw(st.sampled_from(["3", 1.5, None, [], True]))),
         ]
-    if kind == "generate":
+    if kind == "refresh":
+        breakers += [
+            _without(frame, "token"),
+            _with(frame, ("token",), ""),
+            _with(frame, ("token",), "t" * 8193),
+            _with(frame, ("token",), draw(st.integers() | st.none())),
+        ]
+    if kind == "generate" and "plan" in frame:
+        breakers += [
+            _without(frame, "plan"),
+            {**frame, "outline": SMALL_OUTLINE},  # exactly one of outline and plan
+            _with(frame, ("plan",), {}),
+            _with(frame, ("plan", "document_id"), draw(st.sampled_from(["", "p" * 129, 7]))),
+            _with(frame, ("plan", "unknown"), 1),
+        ]
+    if kind == "generate" and "outline" in frame:
         first = ("outline", "sections", 0)
         breakers += [
             _without(frame, "outline"),
+            {**frame, "plan": {"document_id": "doc"}},
             _with(frame, ("options",), {"temperature": 0.2}),
             _with(frame, ("outline", "sections"), []),
             _with(
@@ -228,6 +262,13 @@ def schema_violations(draw: st.DrawFn) -> dict[str, Any]:
     return draw(st.sampled_from(breakers))
 
 
+SMALL_OUTLINE = {
+    "document_id": "d",
+    "title": "t",
+    "sections": [{"id": "s", "title": "t", "target_tokens": 1}],
+}
+
+
 @dataclass(frozen=True)
 class Bad:
     """An invalid message: the text to send (None: a binary message) and the expected code."""
@@ -238,8 +279,11 @@ class Bad:
 
 
 def _bad_frame(frame: Any, code: str) -> Bad:
+    """Only a valid `request_id` (a string of at most 128 characters) is echoed."""
     request_id = frame.get("request_id") if isinstance(frame, dict) else None
-    return Bad(json.dumps(frame), code, request_id if isinstance(request_id, str) else None)
+    if not isinstance(request_id, str) or len(request_id) > 128:
+        request_id = None
+    return Bad(json.dumps(frame), code, request_id)
 
 
 bad_messages = st.one_of(
@@ -285,6 +329,22 @@ def _outline_is_refused(outline: dict[str, Any]) -> bool:
     )
 
 
+def _is_answer(answer: dict[str, Any], kind: str, request_id: Any) -> None:
+    """A frame that answers a command (revision 2): no `seq`, always `ts`, and the command's
+    `request_id` when it had one (a string), absent otherwise: never null."""
+    assert answer["type"] == kind and "seq" not in answer, answer
+    assert isinstance(answer["ts"], int), answer
+    if isinstance(request_id, str):
+        assert answer["request_id"] == request_id, answer
+    else:
+        assert "request_id" not in answer, answer
+
+
+def _is_error(answer: dict[str, Any], code: str, request_id: Any) -> None:
+    _is_answer(answer, "error", request_id)
+    assert (answer["code"], answer["retryable"]) == (code, False), answer
+
+
 async def _answer_valid(live: Live, frame: dict[str, Any]) -> str:
     assert VALIDATOR.validate_client(frame) is None, "the strategy generated an invalid frame"
     request_id = frame.get("request_id")
@@ -292,20 +352,35 @@ async def _answer_valid(live: Live, frame: dict[str, Any]) -> str:
     answer = await live.fuzz.recv()
     kind = frame["type"]
     if kind == "ping":
-        expected = {"v": 1, "type": "pong", "ts": answer["ts"]}
-        if request_id is not None:
-            expected["request_id"] = request_id
-        assert answer == expected
+        _is_answer(answer, "pong", request_id)
+        assert set(answer) <= {"v", "type", "ts", "request_id"}, answer
     elif kind in ("resume", "cancel"):
-        assert answer["type"] == "error" and "seq" not in answer
-        assert (answer["code"], answer["retryable"]) == ("run_not_found", False)
+        # Random run ids: never one of this user's runs.
+        _is_error(answer, "run_not_found", request_id)
         assert answer["run_id"] == frame["run_id"]
-        assert answer.get("request_id") == request_id
+    elif kind == "refresh":
+        # Whatever the schema allows as `token` is not a JWT this server signed.
+        _is_error(answer, "invalid_token", request_id)
+    elif kind == "runs":
+        _is_answer(answer, "ack", request_id)
+        assert answer["command"] == "runs"
+        # This user's runs, oldest first; the other user's run is not among them.
+        assert [run["run_id"] for run in answer["runs"]] == list(live.fuzz_runs), answer
+        assert {run["status"] for run in answer["runs"]} <= {"completed"}, answer
+    elif request_id and request_id in live.run_by_request:
+        # Idempotent generate: whatever the frame says, the run that request id started is
+        # replayed from seq 1, exactly as the first time, and no run is started.
+        kind = "generate replayed"
+        run_id = live.run_by_request[request_id]
+        frames = [answer, *await live.fuzz.run_to_end()]
+        assert frames == live.fuzz_runs[run_id]
+    elif "plan" in frame:
+        kind = "generate by plan"
+        # The stack has no planner (DOCGEN_PLANNER_URL unset).
+        _is_error(answer, "planner_not_configured", request_id)
     elif _outline_is_refused(frame["outline"]):
         kind = "generate refused"
-        assert answer["type"] == "error" and "seq" not in answer, answer
-        assert (answer["code"], answer["retryable"]) == ("invalid_outline", False)
-        assert answer.get("request_id") == request_id
+        _is_error(answer, "invalid_outline", request_id)
     else:
         kind = "generate run"
         assert answer["type"] == "run_started", answer
@@ -320,6 +395,9 @@ async def _answer_valid(live: Live, frame: dict[str, Any]) -> str:
             assert (
                 hashlib.sha256(texts[end["section_id"]].encode()).hexdigest() == end["text_sha256"]
             )
+        live.fuzz_runs[answer["run_id"]] = frames
+        if request_id:
+            live.run_by_request[request_id] = answer["run_id"]
     await _probe(live)
     return kind
 
@@ -330,9 +408,7 @@ async def _answer_invalid(live: Live, bad: Bad) -> str:
     else:
         await live.fuzz.ws.send_str(bad.text)
     answer = await live.fuzz.recv()
-    assert answer["type"] == "error" and "seq" not in answer, answer
-    assert (answer["code"], answer["retryable"]) == (bad.code, False), (bad, answer)
-    assert answer.get("request_id") == bad.request_id
+    _is_error(answer, bad.code, bad.request_id)
     await _probe(live)
     return bad.code
 
@@ -352,7 +428,7 @@ def test_invalid_messages_get_the_documented_error_and_the_socket_stays_usable(
 
 
 def test_another_users_run_meanwhile_completes_whole(live: Live) -> None:
-    frames = live.bystander_frames + live.run(live.bystander.run_to_end(timeout=60))
+    frames = live.bystander_frames + live.run(asyncio.wait_for(live.bystander_run, 60))
     assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
     assert frames[-1]["status"] == "completed"
     assert frames[-1]["totals"]["sections_completed"] == len(BYSTANDER["sections"])

@@ -150,6 +150,20 @@ def event_to_frame(event: events_pb2.RunEvent) -> dict[str, Any]:
     return frame
 
 
+# The schemas' `maxLength` of a client's `request_id`: the answers' schemas allow no longer one.
+MAX_REQUEST_ID_CHARS = 128
+
+
+def echoable_request_id(frame: object) -> str | None:
+    """The `request_id` an answer to `frame` may carry: only a valid one. A frame refused for
+    its `request_id` (not a string, or too long) gets an answer without one, not an answer
+    that breaks the answer's own schema."""
+    request_id = frame.get("request_id") if isinstance(frame, dict) else None
+    if isinstance(request_id, str) and len(request_id) <= MAX_REQUEST_ID_CHARS:
+        return request_id
+    return None
+
+
 def error_frame(
     code: str,
     message: str,

@@ -237,9 +237,7 @@ class SocketSession:
             )
             return
         problem = self._validator.validate_client(frame)
-        request_id = frame.get("request_id") if isinstance(frame, dict) else None
-        if not isinstance(request_id, str):
-            request_id = None
+        request_id = frames.echoable_request_id(frame)
         if problem is not None:
             code, message = problem
             self._send(frames.error_frame(code, message, retryable=False, request_id=request_id))
