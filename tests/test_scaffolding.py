@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from services.generator.scaffolding import ScaffoldingFilter
+from services.generator.scaffolding import (
+    MAX_ECHO_SENTENCE_CHARS,
+    MAX_PREAMBLE_CHARS,
+    ScaffoldingFilter,
+)
 
 TITLES = ("City bike share", "Executive summary")
 
@@ -99,7 +103,10 @@ def test_only_a_possible_tag_start_is_held_back() -> None:
             ['La parte "Riego" de un informe', ' titulado "Bicis".\n\n', "Las bicis ayudan."],
             "Las bicis ayudan.",
         ),
-        (["Write two paragraphs in English for", ' the part "Why".\n', "Bikes help."], "Bikes help."),
+        (
+            ["Write two paragraphs in English for", ' the part "Why".\n', "Bikes help."],
+            "Bikes help.",
+        ),
     ],
 )
 def test_openings_that_announce_or_repeat_a_title_are_dropped(deltas: list[str], text: str) -> None:
@@ -113,8 +120,11 @@ def test_openings_that_announce_or_repeat_a_title_are_dropped(deltas: list[str],
     [
         "Executive summaries are short.\nThey say what matters.",
         "City bike share schemes began in Amsterdam.",
-        "There are three kinds of dock:\n- fixed\n- mobile",
+        "There are three kinds of dock: fixed, mobile and virtual.\n- fixed",
         "Here in Seville, bikes are everywhere.",
+        'The report "Cycling in Cities" (2019) found that docks pay off.',  # not our title
+        "The report found that docks pay off. In this city, bikes are cheap.",
+        'La parte más cara es el "muelle" de carga.',
     ],
 )
 def test_openings_that_are_the_text_stay(prose: str) -> None:
@@ -123,12 +133,147 @@ def test_openings_that_are_the_text_stay(prose: str) -> None:
     assert dropped == []
 
 
+def test_a_short_first_line_ending_with_a_colon_is_a_preamble_even_when_it_is_not() -> None:
+    # The trade-off of the any-language preamble rule (MAX_PREAMBLE_CHARS): a section that
+    # really opens with a colon line loses that line; the list after it stays.
+    released, dropped = run(["There are three kinds of dock:", "\n- fixed\n- mobile"])
+    assert "".join(released) == "- fixed\n- mobile"
+    assert dropped == ["There are three kinds of dock:\n"]
+
+
 def test_an_opening_is_held_only_while_it_could_be_scaffolding() -> None:
     scaffolding = ScaffoldingFilter(TITLES)
     assert scaffolding.feed("Exec") == ""  # could become the title
-    assert scaffolding.feed("utive summaries are") == "Executive summaries are"
+    # ... or a preamble line ending with a colon, until its first sentence end.
+    assert scaffolding.feed("utive summaries are") == ""
+    assert scaffolding.feed(" short. They") == "Executive summaries are short. They"
+    assert not scaffolding.holding
     other = ScaffoldingFilter(TITLES)
-    assert other.feed("Bikes") == "Bikes"  # cannot begin any opening: released at once
+    assert other.feed("Bikes.") == "Bikes."  # a sentence end: cannot be an opening any more
+
+
+def test_ordinary_openings_stream_through_at_once() -> None:
+    # Each delta goes out as it comes, except the first sentence, which goes out with the delta
+    # that ends it (until then it could be a preamble line ending with a colon).
+    deltas = ["Bikes", " help", " cities.", " They", " cut", " traffic", " and", " noise."]
+    scaffolding = ScaffoldingFilter(TITLES)
+    released = [scaffolding.feed(d) for d in deltas]
+    assert released == ["", "", "Bikes help cities.", *deltas[3:]]
+    assert scaffolding.flush() == ""
+    for opening in ("La bici", "Das Fahrrad", "The report found", "In this city"):
+        scaffolding = ScaffoldingFilter(TITLES)
+        assert scaffolding.feed(opening + " is old. ") == opening + " is old. "
+        assert scaffolding.feed("Next") == "Next"
+        assert scaffolding.dropped == []
+
+
+def test_the_preamble_hold_back_is_bounded() -> None:
+    # A first line with no sentence end is held only up to MAX_PREAMBLE_CHARS characters.
+    scaffolding = ScaffoldingFilter(TITLES)
+    released = ""
+    fed = 0
+    while not released:
+        released += scaffolding.feed("bikes ")
+        fed += len("bikes ")
+    assert fed <= MAX_PREAMBLE_CHARS + len("bikes ")
+    assert released == "bikes " * (fed // len("bikes "))
+    assert scaffolding.dropped == []
+
+
+SPANISH_TITLES = ("Un huerto en casa", "Riego y plagas")
+
+
+@pytest.mark.parametrize(
+    ("deltas", "text"),
+    [
+        # Seen on the bundled model: the request read back as a preamble, in Spanish.
+        (
+            ["Dos párrafos en", " español para el sig", "uiente:", "\n", "El riego es clave."],
+            "El riego es clave.",
+        ),
+        (
+            ["Dos párrafos en español para el siguiente:\n\nEl riego", " es clave."],
+            "El riego es clave.",
+        ),
+        (["Voici la section", " :\n", "El riego es clave."], "El riego es clave."),
+        # Seen in the quality bench: the request as the subject of the first sentence; the
+        # rest of that sentence cannot stand alone, so the sentence goes.
+        (
+            [
+                'La parte "Riego y pl',
+                'agas" de un informe titulado "Un hue',
+                'rto en casa" es una guía',
+                " para regar bien.",
+                " El riego por goteo ahorra agua.",
+            ],
+            "El riego por goteo ahorra agua.",
+        ),
+        (
+            ['La parte "Riego y plagas" es importante.\n', "El riego por goteo ahorra agua."],
+            "El riego por goteo ahorra agua.",
+        ),
+        (
+            ['El informe titulado "Un huerto en casa" trata', " de huertos. El riego ahorra."],
+            "El riego ahorra.",
+        ),
+        # An adverbial or a colon: the rest of the sentence is a clause of its own and stays.
+        (
+            ['La parte "Riego y plagas" de un informe titulado "Un huerto en casa":', " el riego"],
+            "El riego",
+        ),
+        (
+            ['En el informe titulado "Un huerto en casa", las', " plagas mandan."],
+            "Las plagas mandan.",
+        ),
+    ],
+)
+def test_spanish_preambles_and_request_echoes_are_dropped(deltas: list[str], text: str) -> None:
+    released, dropped = run(deltas, SPANISH_TITLES)
+    assert "".join(released) == text
+    assert dropped
+
+
+@pytest.mark.parametrize(
+    ("deltas", "text"),
+    [
+        (
+            [
+                'The report titled "City',
+                ' bike share" is about',
+                " how cities share bikes.",
+                " Bikes help.",
+            ],
+            "Bikes help.",
+        ),
+        (
+            [
+                'The part "Executive summary" of the report titled "City bike share" sums',
+                " up. Bikes help.",
+            ],
+            "Bikes help.",
+        ),
+        (['In the report titled "City bike share", cities', " add docks."], "Cities add docks."),
+    ],
+)
+def test_english_request_echoes_are_dropped(deltas: list[str], text: str) -> None:
+    released, dropped = run(deltas)
+    assert "".join(released) == text
+    assert dropped
+
+
+def test_the_echo_hold_back_is_bounded() -> None:
+    # A first sentence that opens like the request read back but does not end within
+    # MAX_ECHO_SENTENCE_CHARS is released as it is.
+    echo = 'The report titled "City bike share" is '
+    scaffolding = ScaffoldingFilter(TITLES)
+    released = scaffolding.feed(echo)
+    fed = echo
+    while not released:
+        released += scaffolding.feed("long ")
+        fed += "long "
+    assert len(fed) <= len(echo) + MAX_ECHO_SENTENCE_CHARS + len("long ")
+    assert released == fed
+    assert scaffolding.dropped == []
 
 
 def test_a_title_alone_at_the_end_of_the_stream_is_still_an_echo() -> None:

@@ -72,6 +72,53 @@ async def test_scaffolding_never_reaches_the_client_and_the_hash_matches() -> No
     assert "<|im_end|>" in stack.llm.requests[0].body["stop"]
 
 
+# Seen on the bundled model: a preamble line in Spanish, then the request read back as the
+# subject of the first sentence (that sentence goes); in the next section, the request read
+# back as an adverbial (it goes, the clause after it stays, capitalised).
+ECHOED = {
+    0: [
+        "Dos párrafos en",
+        " español para el siguiente:",
+        "\n\n",
+        'La parte "Riego',
+        ' y plagas" de un informe titulado "Un huerto',
+        ' en casa" es una guía para regar.',
+        " El riego por goteo",
+        " ahorra agua.",
+    ],
+    1: ['En el informe titulado "Un huerto en casa", las', " cosechas", " se guardan en frío."],
+}
+
+
+async def test_request_echoes_never_reach_the_client_and_the_hash_matches() -> None:
+    stack = await start_stack(ScriptedLLM(lambda n, _body: Reply(tokens=ECHOED[n])))
+    try:
+        client = await stack.connect()
+        sections = [
+            {"id": "riego", "title": "Riego y plagas", "target_tokens": 200},
+            {"id": "cosecha", "title": "La cosecha", "target_tokens": 200},
+        ]
+        await client.send(
+            {"type": "generate", "outline": outline(sections, title="Un huerto en casa")}
+        )
+        frames = await client.run_to_end()
+    finally:
+        await stack.close()
+    assert frames[-1]["status"] == "completed"
+    for delta in chunks(frames):
+        for echo in ("Dos párrafos", "siguiente:", "La parte", "titulado", "guía"):
+            assert echo not in delta
+    texts = sections_text(frames)
+    assert texts == {
+        "riego": "El riego por goteo ahorra agua.",
+        "cosecha": "Las cosechas se guardan en frío.",
+    }
+    for section_id, text in texts.items():
+        end = section_end(frames, section_id)
+        assert end["text_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+        assert end["chars"] == len(text)
+
+
 LONG = (
     "Bike share began in Amsterdam in 1965. The first bikes were painted white. "
     "Most were stolen within weeks, e.g. by students. Later schemes used docks and cards. "

@@ -1,12 +1,16 @@
 """A streaming filter between the LLM and the client that drops what is not the section's text:
 markup and template tags anywhere, and at the section's opening a preamble ("Here's a short
-section on …:"), a heading or a line that repeats the document's or the section's title.
+section on …:", in any language: a short first line ending with a colon), a heading, a line
+that repeats the document's or the section's title, or a first sentence that reads the request
+back ('The report titled "…" is about…').
 
 It holds back only text that could still turn out to be one of those: from a `<` (or a
 look-alike: `＜`, `&lt;`, `&#60;`) until the tag closes or cannot be a tag any more, and at the
-opening, a first line that could still be a preamble, a heading or a title until its end. The
-rest is released at once, so a client sees what it would have seen, minus the scaffolding, and
-what it assembles is exactly the section text the generator hashes.
+opening, a first line until it can no longer be a preamble, a heading or a title (its first
+sentence end, its line break, or MAX_PREAMBLE_CHARS), and a first sentence that opens like the
+request read back until that sentence ends (at most MAX_ECHO_SENTENCE_CHARS). The rest is
+released at once, so a client sees what it would have seen, minus the scaffolding, and what it
+assembles is exactly the section text the generator hashes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,15 @@ import regex
 MAX_TAG_CHARS = 160
 # Openings dropped in a row at most (a preamble, then a heading, then a title line…).
 MAX_OPENINGS = 4
+# A first line of at most this many characters, with no sentence end in it, that ends with a
+# colon and a line break is a preamble, whatever its language ("Dos párrafos en español para el
+# siguiente:", "Voici la section :"). The price: a section that really opens with such a line
+# ("Key points:" before a list) loses that line, and the first sentence of every section is held
+# back until its end (or this many characters) because until then it could be such a line.
+MAX_PREAMBLE_CHARS = 160
+# A first sentence that reads the request back is held until it ends, at most this many
+# characters after the echo; a longer one is released as it is.
+MAX_ECHO_SENTENCE_CHARS = 400
 
 # Invisible characters that could hide a tag from a plain `<` match (`<\u2060/brief>`); never
 # needed in prose, so they are dropped wherever they occur.
@@ -44,14 +57,62 @@ _PREAMBLE = (
     r"in this (?:section|part)|this (?:section|part)|aquí|a continuación|claro|por supuesto|"
     r"en esta (?:sección|parte)|esta (?:sección|parte)|este apartado)\b[^\n]{0,240}:"
 )
+_COLON_LINE = rf"[^\n.!?…]{{1,{MAX_PREAMBLE_CHARS}}}[:：]"
 _HEADING = r"(?:#{1,6}[ \t][^\n]{0,300}|\[[^\]\n]{1,300}\]|\*\*[^*\n]{1,300}\*\*:?)"
-# The request read back ('La parte "…" de un informe titulado…', "Write two paragraphs…").
+# The request read back as a line of its own ("Write two paragraphs in English for…").
 _REQUEST_ECHO = (
-    r"(?:(?:the |la )?(?:part|parte)[ \t]+[\"“”]|"
     r"(?:write|escribe)[ \t]+(?:one|two|three|four|un|dos|tres|cuatro)[ \t]+"
-    r"(?:paragraphs?|párrafos?)\b)[^\n]{0,300}"
+    r"(?:paragraphs?|párrafos?)\b[^\n]{0,300}"
 )
 _BLANK = r"[ \t]*(?:\n|$)"
+
+# The request read back as the subject or an adverbial of the first sentence: 'The report
+# titled "…" is about…', 'La parte "…" de un informe titulado "…" es…', 'In the report titled
+# "…", …'. A clause that quotes only one thing (group `named`) counts only when that is a title
+# of this document or section: 'the report "Cycling in Cities"' may be prose about another
+# report; 'the part "…" of a report titled "…"' never is. The pattern does not depend on the
+# titles (they are checked afterwards), so it is compiled once: a pattern with the titles in it
+# would be compiled again for every section, on the event loop.
+_W = r"[ \t]+"
+_QUOTED = r"[\"“”«„][^\"“”«»„\n]{1,200}[\"“”»]"
+_NAMED = r"[\"“”«„](?P<named>[^\"“”«»„\n]{1,200})[\"“”»]"
+_ECHO_LEAD = rf"(?P<lead>(?:in|for|about|within|on|en|para|sobre|dentro{_W}de){_W})?"
+_EN_PART = rf"(?:the|this|a){_W}(?:part|section){_W}(?:(?:titled|called|named|on){_W})?"
+_ES_PART = rf"(?:la|esta|una){_W}(?:parte|sección){_W}(?:(?:titulada|llamada|sobre){_W})?"
+_ECHO = (
+    "(?:"
+    # the part "…" of the report titled "…"; la parte "…" de un informe titulado "…"
+    rf"{_EN_PART}{_QUOTED},?{_W}(?:of|in|from){_W}(?:the|a|this){_W}(?:report|document)"
+    rf"(?:{_W}(?:titled|called|named|entitled))?,?{_W}{_QUOTED}"
+    rf"|{_ES_PART}{_QUOTED},?{_W}(?:de{_W}(?:un|el|este)|del){_W}(?:informe|documento)"
+    rf"(?:{_W}(?:titulado|llamado))?,?{_W}{_QUOTED}"
+    # the part "<title>", the report titled "<title>"; la parte "<title>", el informe "<title>"
+    rf"|(?:{_EN_PART}|(?:the|this|a){_W}(?:report|document){_W}"
+    rf"(?:(?:titled|called|named|entitled){_W})?|{_ES_PART}|(?:el|este|un){_W}"
+    rf"(?:informe|documento){_W}(?:(?:titulado|llamado){_W})?){_NAMED}"
+    ")"
+)
+
+
+def _echo_sentence(*, final: bool) -> regex.Pattern[str]:
+    """After a leading adverbial ('In the report titled "…", …') or a colon, the rest of the
+    sentence is a clause of its own and stays (group `keep`: its first letter is capitalised);
+    after an echo that is the sentence's subject ('The report titled "…" is about…') the rest
+    cannot stand alone, so the whole sentence goes."""
+    sentence_end = r"[.!?…]+(?:[ \t]+|(?=\n)" + ("|$)" if final else ")") + r"|(?=\n)"
+    return regex.compile(
+        rf"[ \t]*{_ECHO_LEAD}{_ECHO}"
+        rf"(?:(?(lead)[ \t]*[,:：]|[ \t]*[:：])[ \t]+(?=\S)(?P<keep>)"
+        rf"|[^\n]{{0,{MAX_ECHO_SENTENCE_CHARS}}}?(?:{sentence_end}))",
+        regex.IGNORECASE,
+    )
+
+
+_ECHO_SENTENCE = {final: _echo_sentence(final=final) for final in (False, True)}
+
+
+def _folded(text: str) -> str:
+    return " ".join(text.split()).casefold()
 
 
 def _loose(title: str) -> str:
@@ -75,12 +136,13 @@ class ScaffoldingFilter:
             if titles
             else None
         )
-        line_openings = [_PREAMBLE, _HEADING, _REQUEST_ECHO] + (
+        line_openings = [_PREAMBLE, _HEADING, _REQUEST_ECHO, _COLON_LINE] + (
             [echo + r"[ \t]*[:.—–-]?"] if echo else []
         )
         # A whole line, or a title followed by a colon and then the text on the same line
-        # ("Raised beds: Raised beds warm up…"): the title and colon go, the text stays. Until
-        # the stream ends, a line counts as complete only with its line break.
+        # ("Raised beds: Raised beds warm up…"): the title and colon go, the text stays; or a
+        # first sentence that reads the request back. Until the stream ends, a line counts as
+        # complete only with its line break.
         self._openings = {
             final: regex.compile(
                 rf"[ \t]*(?:(?:{'|'.join(line_openings)})[ \t]*(?:\n{'|$' if final else ''})"
@@ -90,6 +152,7 @@ class ScaffoldingFilter:
             )
             for final in (False, True)
         }
+        self._titles = {_folded(t) for t in titles}
         self._tag_pending = ""
         self._pending = ""
         self._openings_left = MAX_OPENINGS
@@ -165,25 +228,43 @@ class ScaffoldingFilter:
         if not self._at_opening:
             return text
         self._pending += text
-        opening = self._openings[final]
         while self._openings_left > 0:
             stripped = self._pending.lstrip()
             if not stripped:
                 self._pending = ""
                 return ""
-            match = opening.match(stripped, partial=not final)
-            if match is None or (match.end() == 0 and not match.partial):
+            matches = [
+                match
+                for match in (
+                    self._openings[final].match(stripped, partial=not final),
+                    self._echo_sentence(stripped, final=final),
+                )
+                if match is not None and (match.end() > 0 or match.partial)
+            ]
+            match = next((m for m in matches if not m.partial), None)
+            if match is None:
+                if matches:
+                    return ""  # could still be an opening: held
                 break
-            if match.partial:
-                return ""
             self.dropped.append(stripped[: match.end()])
             self._pending = stripped[match.end() :]
+            if "keep" in match.re.groupindex and match.group("keep") is not None:
+                # 'In the report titled "…", cities…' goes on as 'Cities…'.
+                self._pending = self._pending[:1].upper() + self._pending[1:]
             self._openings_left -= 1
         released = self._pending.lstrip()
         self._pending = ""
         if released:
             self._at_opening = False
         return released
+
+    def _echo_sentence(self, text: str, *, final: bool) -> regex.Match[str] | None:
+        """A first sentence that reads the request back (partial while it could still be one);
+        a clause that quotes one thing only counts when that thing is one of our titles."""
+        match = _ECHO_SENTENCE[final].match(text, partial=not final)
+        if match is None or match.partial or match.group("named") is None:
+            return match
+        return match if _folded(match.group("named")).rstrip(".,") in self._titles else None
 
 
 def normalized(text: str) -> str:
