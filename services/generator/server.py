@@ -12,7 +12,7 @@ import grpc
 import openai
 from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
-from services.common import metrics
+from services.common import language, metrics
 from services.common.gc_tuning import tune_gc_after_startup
 from services.common.grpc_client import channel
 from services.common.grpc_server import (
@@ -296,6 +296,9 @@ async def serve() -> None:
     configure_logging("generator")
     configure_tracing("generator")
     settings = GeneratorSettings.from_env()
+    # Load the language detector (a few seconds) before taking requests, not in the first run
+    # of an outline without `language`.
+    await asyncio.to_thread(language.warm_up)
     server = GeneratorServer(settings)
     await server.start()
     metrics.start_metrics_server(settings.metrics_port)
