@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
-from importlib import metadata
+from collections.abc import AsyncGenerator, Awaitable, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -17,8 +15,8 @@ from aiohttp import WSMsgType, web
 from services.common import metrics
 from services.common.logs import bind_log_context, set_log_context
 from services.common.tracing import new_trace_id
-from services.edge import frames
-from services.edge.auth import AuthError, Principal, TokenVerifier
+from services.edge import commands, frames
+from services.edge.auth import Principal, TokenVerifier
 from services.edge.generator_client import (
     Generator,
     GeneratorError,
@@ -46,16 +44,6 @@ class CloseCode:
 # Re-attaching to a run whose stream broke (generator restart in progress, deadline reached).
 REATTACH_ATTEMPTS = 5
 REATTACH_BACKOFF_S = 0.2
-
-
-def _server_version() -> str:
-    try:
-        return metadata.version("docgen")
-    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        return "0+unknown"
-
-
-SERVER_VERSION = _server_version()
 
 
 class SocketSession:
@@ -89,7 +77,8 @@ class SocketSession:
 
     async def serve(self) -> None:
         writer = asyncio.create_task(self._write_outbox())
-        self._send(self._session_frame())  # first, before any answer or event
+        # First, before any answer or event.
+        self._send(commands.session_frame(self._settings, self._principal, self._generator_limits))
         self._arm_expiry()
         rate = FrameRateLimit(
             rate=self._settings.frames_per_s,
@@ -128,24 +117,6 @@ class SocketSession:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _session_frame(self) -> dict[str, Any]:
-        settings = self._settings
-        return frames.session_frame(
-            session_id="ses_" + secrets.token_urlsafe(12),
-            user=self._principal.display_name,
-            heartbeat_s=settings.heartbeat_s,
-            token_expires_at_s=self._principal.expires_at,
-            limits={
-                "max_frame_bytes": settings.max_frame_bytes,
-                "frames_per_s": settings.frames_per_s,
-                "frame_burst": settings.frame_burst,
-                "send_queue_frames": settings.send_queue_frames,
-                "max_sockets_per_user": settings.max_sockets_per_user,
-                **self._generator_limits,
-            },
-            version=SERVER_VERSION,
-        )
 
     def _arm_expiry(self) -> None:
         """Closes the socket with 4500 when its token expires; a `refresh` moves this. The
@@ -257,41 +228,19 @@ class SocketSession:
             elif kind == "resume":
                 self._resume(frame["run_id"], int(frame["after_seq"]), request_id)
             elif kind == "cancel":
-                self._spawn(self._cancel(frame["run_id"], request_id))
+                cancel = commands.cancel(
+                    self._generator, self._principal, frame["run_id"], request_id
+                )
+                self._spawn(self._answer(cancel))
             elif kind == "refresh":
                 self._spawn(self._refresh(frame["token"], request_id))
             elif kind == "runs":
-                self._spawn(self._list_runs(request_id))
+                listing = commands.list_runs(self._generator, self._principal, request_id)
+                self._spawn(self._answer(listing))
 
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
-        # `plan`: the generator reads the outline from the planner with this user's token.
-        plan: dict[str, Any] | None = frame.get("plan")
-        outline = frames.outline_from_frame(frame["outline"]) if plan is None else None
-        # 0 (absent): a chunk per LLM delta; n: at most one chunk per n ms per section.
-        chunk_interval_ms = int((frame.get("options") or {}).get("chunk_interval_ms", 0))
-        extra = {"chunk_interval_ms": chunk_interval_ms} if chunk_interval_ms else {}
-
-        def open_stream(
-            run_id: str | None, after_seq: int
-        ) -> AsyncGenerator[RunInfo | RunEvent, None]:
-            if run_id is not None:
-                return self._generator.follow(
-                    run_id, user_id=self._principal.user_id, after_seq=after_seq
-                )
-            if plan is not None:
-                return self._generator.start_plan(
-                    plan["document_id"],
-                    user_id=self._principal.user_id,
-                    request_id=request_id or "",
-                    token=self._principal.token,
-                    **extra,
-                )
-            assert outline is not None
-            return self._generator.start(
-                outline, user_id=self._principal.user_id, request_id=request_id or "", **extra
-            )
-
-        self._spawn(self._follow(None, 0, open_stream, request_id))
+        opener = commands.generate_stream(self._generator, self._principal, frame, request_id)
+        self._spawn(self._follow(None, 0, opener, request_id))
 
     def _resume(self, run_id: str, after_seq: int, request_id: str | None) -> None:
         previous = self._followers.pop(run_id, None)
@@ -309,7 +258,7 @@ class SocketSession:
         self,
         run_id: str | None,
         after_seq: int,
-        open_stream: Callable[[str | None, int], AsyncGenerator[RunInfo | RunEvent, None]],
+        open_stream: commands.StreamOpener,
         request_id: str | None,
         ack: str | None = None,
     ) -> None:
@@ -372,86 +321,22 @@ class SocketSession:
             if run_id is not None and self._followers.get(run_id) is current:
                 del self._followers[run_id]
 
-    async def _cancel(self, run_id: str, request_id: str | None) -> None:
-        try:
-            status = await self._generator.cancel(run_id, user_id=self._principal.user_id)
-        except GeneratorError as error:
-            self._send_error(error, request_id=request_id, run_id=run_id)
-            return
-        self._send(
-            frames.ack_frame("cancel", request_id, run_id=run_id, status=frames.status_name(status))
-        )
-
-    async def _list_runs(self, request_id: str | None) -> None:
-        try:
-            runs = await self._generator.list_runs(user_id=self._principal.user_id)
-        except GeneratorError as error:
-            self._send_error(error, request_id=request_id, run_id=None)
-            return
-        self._send(
-            frames.ack_frame("runs", request_id, runs=[frames.run_listing(run) for run in runs])
-        )
+    async def _answer(self, answer: Awaitable[dict[str, Any]]) -> None:
+        self._send(await answer)
 
     async def _refresh(self, token: str, request_id: str | None) -> None:
-        """A new token for the same user and issuer moves the socket's expiry; anything else
-        is answered with an error and changes nothing."""
-        if self._verifier is None:
-            self._send(
-                frames.error_frame(
-                    "internal",
-                    "this edge cannot refresh tokens",
-                    retryable=False,
-                    request_id=request_id,
-                )
-            )
-            return
-        try:
-            principal = await self._verifier.verify(token)
-        except AuthError as error:
-            self._send(
-                frames.error_frame(
-                    error.code,
-                    f"{error.message}; the socket keeps its current token",
-                    retryable=error.code == "auth_unavailable",
-                    request_id=request_id,
-                )
-            )
-            return
-        if (principal.user_id, principal.issuer) != (
-            self._principal.user_id,
-            self._principal.issuer,
-        ):
-            self._send(
-                frames.error_frame(
-                    "token_user_mismatch",
-                    "the new token is for another user or issuer; the socket keeps its "
-                    "current token",
-                    retryable=False,
-                    request_id=request_id,
-                )
-            )
-            return
-        self._principal = principal
-        self._arm_expiry()
-        log.info("token refreshed")
-        self._send(
-            frames.ack_frame(
-                "refresh", request_id, token_expires_at=frames.expiry_ms(principal.expires_at)
-            )
+        answer, principal = await commands.refresh(
+            self._verifier, self._principal, token, request_id
         )
+        if principal is not None:
+            self._principal = principal
+            self._arm_expiry()  # the new token's expiry
+        self._send(answer)
 
     def _send_error(
         self, error: GeneratorError, *, request_id: str | None, run_id: str | None
     ) -> None:
-        self._send(
-            frames.error_frame(
-                error.code,
-                error.message,
-                retryable=error.retryable,
-                request_id=request_id,
-                run_id=run_id,
-            )
-        )
+        self._send(commands.generator_error_frame(error, request_id=request_id, run_id=run_id))
 
 
 async def close_for_shutdown(ws: web.WebSocketResponse) -> None:

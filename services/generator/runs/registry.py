@@ -6,7 +6,6 @@ Where stores differ, the registry asks its store what to do; it never asks which
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import contextvars
 import dataclasses
@@ -21,11 +20,12 @@ from services.common import metrics
 from services.common.logs import hash_user, set_log_context
 from services.common.tracing import new_trace_id
 from services.generator.chunk_coalescing import MAX_CHUNK_INTERVAL_MS, coalescing
-from services.generator.errors import InvalidRequest, RunLogUnavailable, RunNotFound, TooManyRuns
+from services.generator.errors import InvalidRequest, RunLogUnavailable, RunNotFound
 from services.generator.execution import RunExecution, SummaryUpdater
 from services.generator.outline import validate_outline
 from services.generator.resume import ResumePoint
 from services.generator.runs.log import RunReader, RunWriter
+from services.generator.runs.slots import RunSlots
 from services.generator.runs.store.memory import MemoryRunStore
 from services.generator.runs.store.port import AdoptedRun, RunStore
 from services.generator.section_writer import SectionWriter
@@ -68,8 +68,7 @@ class RunRegistry:
         self._new_run_id = new_run_id
         self._store: RunStore = store or MemoryRunStore(run_ttl_s=settings.run_ttl_s)
         self._runs: dict[str, Run] = {}
-        self._reserved: collections.Counter[str] = collections.Counter()
-        """Per user: runs being started (checked against the limit, not registered yet)."""
+        self._slots = RunSlots(settings, self._store)
         self._checks: set[asyncio.Task[None]] = set()
 
     async def open(self) -> None:
@@ -94,32 +93,11 @@ class RunRegistry:
             raise InvalidRequest(
                 f"chunk_interval_ms must be 0 to {MAX_CHUNK_INTERVAL_MS}, not {chunk_interval_ms}"
             )
-        limit = self._settings.max_active_runs_per_user
-        # Checked and reserved before any await: a burst of starts on one socket must not all
-        # see the same count while the first ones are still being created (issue 18).
-        active = self._reserved[user_id] + sum(
-            1 for r in self._runs.values() if r.user_id == user_id and not r.ended
-        )
-        if active >= limit:
-            raise TooManyRuns(
-                f"{active} runs are still going for this user (limit "
-                f"{limit}); cancel one or wait for it to end"
-            )
-        if 0 < self._settings.max_active_runs <= self.active_runs + self._reserved.total():
-            raise TooManyRuns(
-                f"this generator is writing {self.active_runs} runs, its limit; "
-                "retry in a few seconds"
-            )
-        run_id = self._new_run_id()
-        trace_id = trace_id or new_trace_id()
-        self._reserved[user_id] += 1
-        try:
-            # Then across every generator sharing the store, atomically there.
-            if not await self._store.reserve_user_run(user_id, run_id, limit):
-                raise TooManyRuns(
-                    f"{limit} runs are still going for this user (limit {limit}, over every "
-                    "generator); cancel one or wait for it to end"
-                )
+        user_active = sum(1 for r in self._runs.values() if r.user_id == user_id and not r.ended)
+        with self._slots.starting(user_id, user_active=user_active, active=self.active_runs):
+            run_id = self._new_run_id()
+            trace_id = trace_id or new_trace_id()
+            await self._slots.claim_shared(user_id, run_id)
             try:
                 run_log = await self._store.create(
                     run_id,
@@ -137,11 +115,6 @@ class RunRegistry:
             context = self._launch(
                 run, writer_log, outline, request_id, trace_id, resume=None, plan_source=plan_source
             )
-        finally:
-            # No await since `_launch` registered the run: it is counted once, as a run.
-            self._reserved[user_id] -= 1
-            if self._reserved[user_id] <= 0:
-                del self._reserved[user_id]
         context.run(log.info, "run started", extra={"sections": len(outline.sections)})
         return run
 
