@@ -95,9 +95,7 @@ async def test_a_half_sent_second_request_on_a_keep_alive_connection_times_out(
 
 
 async def test_authenticated_sockets_do_not_count_as_pending(guarded: Stack) -> None:
-    clients = [
-        await guarded.connect(guarded.token(f"user-{n}")) for n in range(PENDING_PER_IP + 4)
-    ]
+    clients = [await guarded.connect(guarded.token(f"user-{n}")) for n in range(PENDING_PER_IP + 4)]
     await wait_for(lambda: pending(guarded) == 0)
     for client in clients:
         await client.send({"type": "ping", "request_id": "p"})

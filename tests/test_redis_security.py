@@ -81,7 +81,8 @@ async def test_an_acl_user_with_a_password_runs_documents(acl_redis: int) -> Non
     ):
         client = aioredis.Redis.from_url(bad)
         try:
-            with pytest.raises(Exception, match=r"(?i)auth|NOPERM|WRONGPASS|username-password|disabled"):
+            refused = r"(?i)auth|NOPERM|WRONGPASS|username-password|disabled"
+            with pytest.raises(Exception, match=refused):
                 await client.hgetall(meta_key("run_x"))
         finally:
             await client.aclose()

@@ -31,9 +31,9 @@ from services.common.chat_stream import (
     decode_line,
     final_finish_reason,
 )
-from services.generator.scaffolding import ScaffoldingFilter
 from services.common.sentence_end import SentenceStop
 from services.common.sse_lines import split_lines
+from services.generator.scaffolding import ScaffoldingFilter
 
 # A stall (our watchdog) is a TimeoutError on top of what any stream read can raise.
 _READ_ERRORS: tuple[type[Exception], ...] = (*STREAM_ERRORS, TimeoutError)
