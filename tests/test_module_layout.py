@@ -10,10 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ROOT / "services"
 MAX_LINES = 350
 # Over the limit, each with its reason; the list only shrinks.
-TOO_LONG_FOR_NOW = {
-    "services/generator/execution.py": "being reworked by issue 15 (sections)",
-    "services/summary/extractive.py": "being reworked by issue 15 (languages)",
-}
+TOO_LONG_FOR_NOW: dict[str, str] = {}
 
 
 def module_name(path: Path) -> str:

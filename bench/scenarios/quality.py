@@ -38,7 +38,7 @@ from services.generator.execution import document_language
 from services.generator.prompts import STOP_SEQUENCES, build_section_messages
 from services.generator.section_writer import SectionShape, SectionWriter
 from services.generator.settings import BUNDLED_LLM_EXTRA_BODY, GeneratorSettings
-from services.summary import extractive
+from services.summary import sentence_ranking
 from services.summary.extractive import ExtractiveSummarizer, Summary
 
 OUTLINES_DIR = Path(__file__).resolve().parents[2] / "examples" / "outlines"
@@ -97,8 +97,8 @@ def legacy_summarizer() -> Iterator[None]:
     """Today's extractive summarizer with the junk and filler rules of issue 15 switched off
     (its title-restatement penalty and pysbd repair stay: they are not separable)."""
     with (
-        mock.patch.object(extractive, "is_junk", lambda _sentence: False),
-        mock.patch.object(extractive, "_FILLER", re.compile(r"(?!)")),
+        mock.patch.object(sentence_ranking, "is_junk", lambda _sentence: False),
+        mock.patch.object(sentence_ranking, "_FILLER", re.compile(r"(?!)")),
     ):
         yield
 

@@ -8,7 +8,7 @@ import grpc
 from docgen.v1 import summary_pb2, summary_pb2_grpc
 
 from services.common.tracing import outgoing_metadata
-from services.generator.execution import SummaryUnavailable
+from services.generator.summary_step import SummaryUnavailable
 
 
 class GrpcSummaryUpdater:

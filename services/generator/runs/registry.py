@@ -21,7 +21,7 @@ from services.common.logs import hash_user, set_log_context
 from services.common.tracing import new_trace_id
 from services.generator.chunk_coalescing import MAX_CHUNK_INTERVAL_MS, coalescing
 from services.generator.errors import InvalidRequest, RunLogUnavailable, RunNotFound
-from services.generator.execution import RunExecution, SummaryUpdater
+from services.generator.execution import RunExecution
 from services.generator.outline import validate_outline
 from services.generator.resume import ResumePoint
 from services.generator.runs.log import RunReader, RunWriter
@@ -30,6 +30,7 @@ from services.generator.runs.store.memory import MemoryRunStore
 from services.generator.runs.store.port import AdoptedRun, RunStore
 from services.generator.section_writer import SectionWriter
 from services.generator.settings import GeneratorSettings
+from services.generator.summary_step import SummaryUpdater
 
 log = logging.getLogger(__name__)
 
