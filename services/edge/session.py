@@ -7,7 +7,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -228,15 +229,14 @@ class SocketSession:
             elif kind == "resume":
                 self._resume(frame["run_id"], int(frame["after_seq"]), request_id)
             elif kind == "cancel":
-                cancel = commands.cancel(
-                    self._generator, self._principal, frame["run_id"], request_id
-                )
-                self._spawn(self._answer(cancel))
+                run_id = frame["run_id"]
+                cancel_args = (self._generator, self._principal, run_id, request_id)
+                self._spawn(self._answer(partial(commands.cancel, *cancel_args)))
             elif kind == "refresh":
                 self._spawn(self._refresh(frame["token"], request_id))
             elif kind == "runs":
-                listing = commands.list_runs(self._generator, self._principal, request_id)
-                self._spawn(self._answer(listing))
+                runs_args = (self._generator, self._principal, request_id)
+                self._spawn(self._answer(partial(commands.list_runs, *runs_args)))
 
     def _start(self, frame: dict[str, Any], request_id: str | None) -> None:
         opener = commands.generate_stream(self._generator, self._principal, frame, request_id)
@@ -321,8 +321,10 @@ class SocketSession:
             if run_id is not None and self._followers.get(run_id) is current:
                 del self._followers[run_id]
 
-    async def _answer(self, answer: Awaitable[dict[str, Any]]) -> None:
-        self._send(await answer)
+    async def _answer(self, answer: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        # A factory, not a coroutine: a task cancelled before its first step (the socket
+        # closed) never runs its body, and a coroutine made outside it would never be awaited.
+        self._send(await answer())
 
     async def _refresh(self, token: str, request_id: str | None) -> None:
         answer, principal = await commands.refresh(
