@@ -200,7 +200,9 @@ async def test_a_retried_section_is_restarted_on_stdout_and_written_once_to_a_fi
     stack = await stacks(flaky_ovens())
     streamed = await docgen("generate", str(outline_file), "--url", url_of(stack))
     assert streamed.code == 0, streamed.stderr
-    first_try = "".join(words(TEXTS["ovens"])[:2])
+    # The failed attempt was cut after two words, inside its first sentence: the generator's
+    # opening filter still held them (a first line could be a preamble), so none reached stdout.
+    first_try = ""
     assert streamed.stdout == (
         f"# {TITLE}\n"
         f"\n## Why bake\n\n{TEXTS['intro']}\n"
