@@ -34,6 +34,7 @@ from docgen.v1 import outline_pb2
 
 from bench.scenarios import Context
 from services.common import language as languages
+from services.common.outlines import outline_from_json
 from services.generator.execution import document_language
 from services.generator.prompts import STOP_SEQUENCES, build_section_messages
 from services.generator.section_writer import SectionShape, SectionWriter
@@ -200,20 +201,7 @@ def load_outlines(only: set[str] | None = None) -> list[tuple[outline_pb2.Outlin
         data = json.loads(path.read_text(encoding="utf-8"))
         if only and data["document_id"] not in only:
             continue
-        outline = outline_pb2.Outline(
-            document_id=data["document_id"],
-            title=data["title"],
-            language=data.get("language", ""),
-            sections=[
-                outline_pb2.OutlineSection(
-                    id=s["id"],
-                    title=s["title"],
-                    brief=s.get("brief", ""),
-                    target_tokens=s["target_tokens"],
-                )
-                for s in data["sections"]
-            ],
-        )
+        outline = outline_from_json(data)
         written_in = data.get("language") or WRITTEN_IN.get(data["document_id"], "en")
         outlines.append((outline, written_in))
     return outlines
