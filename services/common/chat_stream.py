@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import aiohttp
 import openai
 
 try:  # the transport under the openai client: httpx2 in openai >= 3, httpx before
@@ -15,10 +16,12 @@ except ImportError:  # pragma: no cover - depends on the installed openai
     import httpx as _http  # type: ignore[no-redef]
 
 # What reading a stream through the openai client can raise besides our own errors: the
-# client's, the transport's (mid-stream), the socket's, and malformed JSON.
+# client's, the transport's (mid-stream; the aiohttp transport maps most of its errors to
+# httpx's, not all), the socket's, and malformed JSON.
 STREAM_ERRORS: tuple[type[Exception], ...] = (
     openai.APIError,
     _http.HTTPError,
+    aiohttp.ClientError,
     OSError,
     json.JSONDecodeError,
 )

@@ -21,6 +21,7 @@ from services.common.grpc_server import (
     peer_interceptors,
     set_serving,
 )
+from services.common.llm_client import openai_client
 from services.common.logs import configure_logging
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
@@ -219,7 +220,7 @@ class GeneratorServer:
         self._summary_channel = channel(
             settings.summary_addr, settings.grpc_tls, settings.grpc_peer_auth
         )
-        self._llm = openai.AsyncOpenAI(
+        self._llm = openai_client(
             base_url=settings.llm_base_url,
             api_key=settings.llm_api_key,
             max_retries=0,  # SectionWriter retries, counted and bounded

@@ -20,6 +20,7 @@ from services.common.grpc_server import (
     peer_interceptors,
     set_serving,
 )
+from services.common.llm_client import openai_client
 from services.common.logs import configure_logging, set_log_context
 from services.common.otel import configure_tracing, shutdown_tracing
 from services.common.tracing import trace_id_from_metadata
@@ -136,7 +137,7 @@ class SummaryServer:
         self._llm: openai.AsyncOpenAI | None = None
         refiner = None
         if settings.mode == "llm":
-            self._llm = openai.AsyncOpenAI(
+            self._llm = openai_client(
                 base_url=settings.llm_base_url,
                 api_key=settings.llm_api_key,
                 # One try: the deadline is short, and the fast summary already stands.

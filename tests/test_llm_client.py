@@ -1,0 +1,106 @@
+"""`DOCGEN_LLM_HTTP`: the transport under the `openai` client (services/common/llm_client.py).
+
+Both transports must read the same text and fail the same way, against a real HTTP server
+speaking OpenAI's streaming format."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from services.common.llm_client import LLMHttpSettings, openai_client
+from services.generator.section_writer import (
+    LLMStreamFailed,
+    LLMUnavailable,
+    RetryPolicy,
+    SectionWriter,
+)
+from tests.support.http import serve_on_free_port
+from tests.support.scripted_llm import Reply, ScriptedLLM
+
+TRANSPORTS = ("aiohttp", "httpx")
+
+
+def test_default_is_aiohttp_and_httpx_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DOCGEN_LLM_HTTP", raising=False)
+    assert LLMHttpSettings.from_env().transport == "aiohttp"
+    monkeypatch.setenv("DOCGEN_LLM_HTTP", " HTTPX ")
+    assert LLMHttpSettings.from_env().transport == "httpx"
+
+
+def test_an_unknown_transport_fails_naming_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCGEN_LLM_HTTP", "curl")
+    with pytest.raises(ValueError, match="DOCGEN_LLM_HTTP must be one of aiohttp, httpx"):
+        LLMHttpSettings.from_env()
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[ScriptedLLM]:
+    def script(_n: int, body: dict[str, object]) -> Reply:
+        prompt = str(body["messages"])
+        if "drop" in prompt:
+            return Reply(tokens=["Half", " a", " sentence"], drop_after=2)
+        if "busy" in prompt:
+            return Reply(status=503)
+        return Reply(tokens=["Héllo", " wörld", " — ", "日本", "."])
+
+    server = ScriptedLLM(script)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def _write(base_url: str, transport: str, prompt: str, deltas: list[str]) -> str:
+    client = openai_client(
+        base_url=base_url,
+        api_key="test",
+        timeout=5.0,
+        transport=transport,  # type: ignore[arg-type]
+    )
+    try:
+        writer = SectionWriter(
+            client,
+            model="scripted",
+            temperature=0.5,
+            stall_timeout_s=2.0,
+            retry=RetryPolicy(max_retries=0),
+        )
+        result = await writer.write(
+            [{"role": "user", "content": prompt}], max_tokens=20, on_delta=deltas.append
+        )
+        return result.text
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_both_transports_read_the_same_text(llm: ScriptedLLM, transport: str) -> None:
+    deltas: list[str] = []
+    text = await _write(llm.base_url, transport, "write", deltas)
+    assert text == "Héllo wörld — 日本."
+    assert deltas == ["Héllo", " wörld", " — ", "日本", "."]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_stream_cut_mid_way_is_a_broken_stream_with_its_text(
+    llm: ScriptedLLM, transport: str
+) -> None:
+    deltas: list[str] = []
+    with pytest.raises(LLMStreamFailed) as caught:
+        await _write(llm.base_url, transport, "drop", deltas)
+    assert caught.value.partial_text == "Half a"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_refusing_or_absent_server_is_unavailable(llm: ScriptedLLM, transport: str) -> None:
+    with pytest.raises(LLMUnavailable, match="HTTP 503"):
+        await _write(llm.base_url, transport, "busy", [])
+    # Nothing listens on this port any more: connection refused.
+    runner, port = await serve_on_free_port(web.Application())
+    await runner.cleanup()
+    with pytest.raises(LLMUnavailable, match="unreachable"):
+        await _write(f"http://127.0.0.1:{port}/v1", transport, "write", [])
