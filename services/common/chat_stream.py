@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import openai
+import orjson
 
 try:  # the transport under the openai client: httpx2 in openai >= 3, httpx before
     import httpx2 as _http
@@ -59,7 +60,11 @@ def decode_line(line: str) -> ChatChunk | None:
     data = line[5:].strip()
     if data == "[DONE]":
         return END_OF_STREAM
-    chunk = json.loads(data)
+    try:
+        # orjson: a quarter of json's time on a typical chunk, paid once per token.
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        chunk = json.loads(data)  # what orjson refuses but json reads (a lone surrogate escape)
     if chunk.get("error"):
         raise ChatStreamError(f"the LLM reported an error mid-stream: {chunk['error']}")
     usage = chunk.get("usage")
