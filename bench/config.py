@@ -34,19 +34,20 @@ class BenchConfig:
     handshake_load_streams: int = 200
     """Streams running while the handshakes are repeated under load."""
 
-    section_documents: tuple[int, ...] = (8,)
-    """Sections per document of the bundled-model runs (8-section documents for the summary
-    latency). One document: 8 sections through the edge and 8 direct take ~3 minutes of the
-    10 the whole run may take."""
+    section_documents: tuple[int, ...] = (5,)
+    """Sections per document of the bundled-model runs (their summaries give the summary
+    latency). One 5-section document through the edge and the same 5 sections direct take
+    ~2 minutes of the 10 the whole run may take on a quiet machine (~57 tokens/s)."""
     section_tokens: int = 600
 
     summary_fast_rounds: int = 20
+    """Passes over the 8-section document timing the summary's fast path in process."""
 
     quality_outlines: tuple[str, ...] = ()
     """`document_id`s of the example outlines the quality scenario writes; empty: all."""
-    quality_max_sections: int | None = None
-    """Sections written per outline (None: all)."""
-    """Passes over the 8-section document timing the summary's fast path in process."""
+    quality_max_sections: int | None = 2
+    """Sections written per outline (None: all; `python -m bench.scenarios.quality` writes
+    them all, docs/quality.md)."""
 
     relay_levels: tuple[int, ...] = (1, 100, 500)
     relay_repeats: int = 2
@@ -55,7 +56,7 @@ class BenchConfig:
     relay_default_measure_s: float = 6.0
 
     capacity_goal_p99_ms: float = 100.0
-    capacity_budget_s: float = 75.0
+    capacity_budget_s: float = 60.0
     """Wall-clock bound of the capacity search (each of: per delta, coalesced, scaled)."""
     capacity_measure_s: float = 5.0
     capacity_max_streams: int = 2000
@@ -64,11 +65,11 @@ class BenchConfig:
     grows by as much (a held delta waits up to one interval by design)."""
 
     soak_streams: int = 200
-    soak_s: float = 90.0
+    soak_s: float = 60.0
     """How long the soak lasts, in windows of `soak_window_s` with fresh runs."""
     soak_window_s: float = 20.0
 
-    scaling_budget_s: float = 75.0
+    scaling_budget_s: float = 60.0
     """Wall-clock bound of the capacity search with two edges and two generators."""
     scaling_redis_probe: bool = True
     """Also probe two of each on a shared Redis run log (a third stack to start)."""
