@@ -280,3 +280,25 @@ def test_a_title_alone_at_the_end_of_the_stream_is_still_an_echo() -> None:
     released, dropped = run(["Executive summary"])
     assert "".join(released) == ""
     assert dropped == ["Executive summary"]
+
+
+BRIEF = (
+    "What a new engineer lacks in the first month when nobody sits nearby, and what a slow "
+    "start costs the team."
+)
+
+
+def test_an_opening_line_that_reads_the_brief_back_is_dropped() -> None:
+    # Seen with the bundled model: the brief, verbatim, as the section's first line.
+    deltas = ["What a new engineer lacks", " in the first month when nobody sits nearby,"]
+    deltas += [" and what a slow start costs the team.\n", "A new hire", " starts blind."]
+    released, dropped = run(deltas, (*TITLES, BRIEF))
+    assert "".join(released) == "A new hire starts blind."
+    assert dropped == [BRIEF + "\n"]
+
+
+def test_a_first_sentence_that_only_begins_like_the_brief_is_kept() -> None:
+    deltas = ["What a new engineer lacks", " is context, and a buddy gives it.\n", "More."]
+    released, dropped = run(deltas, (*TITLES, BRIEF))
+    assert "".join(released) == "What a new engineer lacks is context, and a buddy gives it.\nMore."
+    assert dropped == []

@@ -119,6 +119,24 @@ async def test_request_echoes_never_reach_the_client_and_the_hash_matches() -> N
         assert end["chars"] == len(text)
 
 
+async def test_a_first_line_that_reads_the_brief_back_never_reaches_the_client() -> None:
+    brief = "What a new engineer lacks in the first month, and what a slow start costs."
+    # Seen on the bundled model: the brief, verbatim, as the section's first line.
+    reply = ["What a new engineer", " lacks in the first month,", " and what a slow start"]
+    reply += [" costs.\n", "A new hire", " starts blind."]
+    stack = await start_stack(ScriptedLLM(lambda _n, _body: Reply(tokens=reply)))
+    try:
+        client = await stack.connect()
+        sections = [{"id": "why", "title": "Why a plan", "brief": brief, "target_tokens": 200}]
+        await client.send({"type": "generate", "outline": outline(sections)})
+        frames = await client.run_to_end()
+    finally:
+        await stack.close()
+    assert frames[-1]["status"] == "completed"
+    assert sections_text(frames)["why"] == "A new hire starts blind."
+    assert all("lacks" not in delta for delta in chunks(frames))
+
+
 LONG = (
     "Bike share began in Amsterdam in 1965. The first bikes were painted white. "
     "Most were stolen within weeks, e.g. by students. Later schemes used docks and cards. "

@@ -191,7 +191,8 @@ class RunExecution(SummaryStep):
         )
         shape = SectionShape(
             target_tokens=section.target_tokens,
-            titles=(self._outline.title, section.title),
+            # The brief too: a small model may open by reading it back verbatim.
+            titles=(self._outline.title, section.title, section.brief),
             language=self._language,
             stop=STOP_SEQUENCES,
         )

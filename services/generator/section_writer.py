@@ -72,7 +72,8 @@ class SectionShape:
     target_tokens: int
     """Once this many tokens have been produced, the stream ends at the next sentence end."""
     titles: Sequence[str] = ()
-    """The document's and the section's titles: an opening line that repeats one is dropped."""
+    """The document's and the section's titles (and the section's brief): an opening line
+    that repeats one is dropped."""
     language: str = "en"
     """BCP 47 tag of the text, for its abbreviations ("p. ej." does not end a sentence)."""
     stop: Sequence[str] = ()
