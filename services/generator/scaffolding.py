@@ -1,8 +1,8 @@
 """A streaming filter between the LLM and the client that drops what is not the section's text:
 markup and template tags anywhere, and at the section's opening a preamble ("Here's a short
 section on …:", in any language: a short first line ending with a colon), a heading, a line
-that repeats the document's or the section's title (or the section's brief), or a first sentence that reads the request
-back ('The report titled "…" is about…').
+that repeats the document's or the section's title (or the section's brief), or a first
+sentence that reads the request back ('The report titled "…" is about…').
 
 It holds back only text that could still turn out to be one of those: from a `<` (or a
 look-alike: `＜`, `&lt;`, `&#60;`) until the tag closes or cannot be a tag any more, and at the
