@@ -115,7 +115,14 @@ class Terminal:
                 pass
 
 
-@pytest.mark.timeout(120)
+# The stack starts four services one after another, each importing grpc, aiohttp and openai:
+# ~9 s on an idle machine, over 90 s once on a 2-core machine running the suite beside a busy
+# loop, a benchmark and a second test suite (issue 13's flake hunt: the old 90 s bound failed).
+# What is tested is the console, not the start-up time, so the bound leaves room for that.
+BANNER_WITHIN_S = 240
+
+
+@pytest.mark.timeout(BANNER_WITHIN_S + 120)
 async def test_make_run_console_is_calm_and_shows_the_banner_last_and_on_enter() -> None:
     llm = ScriptedLLM()
     await llm.start()
@@ -135,7 +142,7 @@ async def test_make_run_console_is_calm_and_shows_the_banner_last_and_on_enter()
     )  # fmt: skip
     children: list[psutil.Process] = []
     try:
-        banner_end = await terminal.read_until(r"^  stop     Ctrl-C.*\n\n", 90)
+        banner_end = await terminal.read_until(r"^  stop     Ctrl-C.*\n\n", BANNER_WITHIN_S)
         children = psutil.Process(process.pid).children(recursive=True)
         # The banner is the last thing on screen once the stack is up.
         with pytest.raises(AssertionError):
@@ -149,7 +156,7 @@ async def test_make_run_console_is_calm_and_shows_the_banner_last_and_on_enter()
         assert url, terminal.screen
 
         terminal.type("\n")
-        again = await terminal.read_until(r"open     http://\S+/#token=\S+", 10, start=banner_end)
+        again = await terminal.read_until(r"open     http://\S+/#token=\S+", 30, start=banner_end)
         assert again > banner_end
     finally:
         if process.returncode is None:
