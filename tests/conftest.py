@@ -47,8 +47,18 @@ settings.register_profile("explore", derandomize=False, deadline=None, print_blo
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from hypothesis import core
+
+    # A SIGTERM (a CI job cancelled or timed out, `kill`) ends the run as Ctrl-C does: pytest
+    # then still tears every fixture down at session end, so the processes tests started are
+    # stopped and the leftover guard below runs. Without this, SIGTERM killed pytest outright
+    # and left every child of the running test alive (their own sessions are not pytest's).
+    signal.signal(signal.SIGTERM, _interrupted)
 
     seed = config.getoption("--hypothesis-seed", None)
     if seed is None and not settings.default.derandomize:
@@ -60,6 +70,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 _SEED = pytest.StashKey[object]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # everything is torn down by now
 
 
 def _hypothesis_line(config: pytest.Config) -> str:
