@@ -123,6 +123,10 @@ class EventStream:
                         yield event
                         if event.HasField("run_end"):
                             return
+                    if not queue.empty():
+                        # A burst (a replay, a fast run): let the socket's writer and others
+                        # run between entries, as the wait for each message of a call did.
+                        await asyncio.sleep(0)
         finally:
             self._queues.pop(key, None)
             call.cancel()

@@ -78,11 +78,15 @@ class RunNotEnded(GeneratorError):
     status = "running"
 
 
+EVENT_STREAM_NOT_FOUND = "event_stream_not_found"
+"""Only ever a gRPC trailer for the edge, never a protocol error code sent to a client."""
+
+
 class EventStreamNotFound(GeneratorError):
     """`event_stream_id` names no open event stream of this generator (its `code` travels in
     the `docgen-error-code` trailer: the caller opens one, or goes without)."""
 
-    code = "event_stream_not_found"
+    code = EVENT_STREAM_NOT_FOUND
 
 
 class EventStreamClosed(GeneratorError):

@@ -3,8 +3,9 @@ carries the events of many runs, so events of different runs ready together cost
 
 A `StartRun`/`AttachRun` naming a stream (`event_stream_id`) does not send its run's events on
 its own call: its follower `push`es them here, labelled with the call's `follow_key`, without
-waiting for anything. One writer loop per stream takes everything pushed since its last write
-and writes it as one `EventStreamMessage`; while a write is in flight more accumulates, so
+waiting for the writer (unless its own run is two lists ahead of it). One writer loop per
+stream takes everything pushed since its last write and writes it as one
+`EventStreamMessage`; while a write is in flight more accumulates, so
 messages grow with load by themselves (no timer, no added latency when idle). A message stays
 under `MAX_BATCH_EVENTS` events and about `MAX_BATCH_BYTES` (the rest waits for the next).
 
@@ -46,6 +47,8 @@ class EventStream:
         self.closed = asyncio.Event()
         self._keys: set[str] = set()
         self._draining = False
+        self._pending_per_key: dict[str, int] = {}
+        self._taken: asyncio.Future[None] | None = None
 
     def push(self, key: str, events: list[events_pb2.RunEvent]) -> None:
         """Queues `events` (consecutive events of the call `key`) for the next message."""
@@ -53,6 +56,7 @@ class EventStream:
             raise EventStreamClosed("the event stream has ended")
         size = sum(event.ByteSize() for event in events)
         self._pending.append((key, events, size))
+        self._pending_per_key[key] = self._pending_per_key.get(key, 0) + 1
         self._pending_bytes += size
         if self._pending_bytes > BACKLOG_BYTES:
             self._drained.clear()
@@ -62,6 +66,18 @@ class EventStream:
         self.closed.set()
         self._ready.set()
         self._drained.set()
+        self._wake_takers()
+
+    def _wake_takers(self) -> None:
+        if self._taken is not None:
+            self._taken.set_result(None)
+            self._taken = None
+
+    async def _taken_once(self) -> None:
+        """Returns after the writer's next take."""
+        if self._taken is None:
+            self._taken = asyncio.get_running_loop().create_future()
+        await self._taken
 
     async def messages(self) -> AsyncIterator[generator_pb2.EventStreamMessage]:
         """The stream's messages: its id, then whatever was pushed, until `close` (or, after
@@ -93,6 +109,11 @@ class EventStream:
             ):
                 break
             message.entries.add(follow_key=key, events=events)
+            left = self._pending_per_key[key] - 1
+            if left:
+                self._pending_per_key[key] = left
+            else:
+                del self._pending_per_key[key]
             count += len(events)
             size += batch_size
             taken += 1
@@ -102,6 +123,7 @@ class EventStream:
             self._ready.clear()
         if self._pending_bytes <= BACKLOG_BYTES:
             self._drained.set()
+        self._wake_takers()
         return message
 
     async def deliver(self, key: str, batches: AsyncIterator[list[events_pb2.RunEvent]]) -> None:
@@ -132,6 +154,11 @@ class EventStream:
         async with contextlib.aclosing(batches):  # type: ignore[type-var]
             async for events in batches:
                 self.push(key, events)
+                # One run's events wait in the buffer at most two entries deep: a run that
+                # outpaces the writer (a replay, a fast LLM) waits for it, as it waited for
+                # each write on its own call, and its next list grows meanwhile.
+                while self._pending_per_key.get(key, 0) > 1 and not self.closed.is_set():
+                    await self._taken_once()
                 if not self._drained.is_set():
                     await self._drained.wait()
 
