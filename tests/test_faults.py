@@ -150,6 +150,19 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
     try:
         process, process_port = await start_edge_process(stack.generator_addr)
         other_runner, other_url = await _extra_edge(stack)
+        urls = [stack.ws_url, other_url, f"http://127.0.0.1:{process_port}/v1/ws"]
+        # One whole run through each edge first: each opens its event stream to the generator
+        # (long-lived tasks on both ends, one set per edge, not per run).
+        for url in urls:
+            async with aiohttp.ClientSession() as session:
+                ws = await session.ws_connect(
+                    url, protocols=("docgen.v1", f"bearer.{stack.token('warm')}")
+                )
+                warm = ProtocolClient(session, ws)
+                await warm.send({"type": "generate", "outline": outline(1, 10)})
+                await warm.run_to_end()
+                await ws.close()
+        await asyncio.sleep(0.2)
         tasks_before = len(asyncio.all_tasks())
         for attempt in range(50):
             client = await stack.connect(stack.token(f"user{attempt % 5}"))
@@ -159,14 +172,7 @@ async def test_fifty_runs_killed_at_random_points_resume_whole(runlog_url: str |
             # Kill the socket without a close handshake, like a train entering a tunnel.
             client.ws._response.connection.transport.abort()  # type: ignore[union-attr]
             await client.session.close()
-            route = attempt % 3
-            url = (
-                stack.ws_url
-                if route == 0
-                else other_url
-                if route == 1
-                else f"http://127.0.0.1:{process_port}/v1/ws"
-            )
+            url = urls[attempt % 3]
             async with aiohttp.ClientSession() as session:
                 token = stack.token(f"user{attempt % 5}")
                 ws = await session.ws_connect(url, protocols=("docgen.v1", f"bearer.{token}"))

@@ -34,6 +34,10 @@ PROTOCOL_CODE = {
     errors.PlannerUnavailable: ("planner_unavailable", True),
     errors.PlannerNotConfigured: ("planner_not_configured", False),
     errors.PlanInvalid: ("invalid_outline", False),
+    # The edge's own plumbing (OpenEventStream): it repeats the call without the stream on
+    # the first and re-attaches on the second, so a client never sees the first's code.
+    errors.EventStreamNotFound: ("internal", True),
+    errors.EventStreamClosed: ("generator_unavailable", True),
 }
 
 

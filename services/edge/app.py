@@ -240,8 +240,10 @@ async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
         generator_channel,
         unary_timeout_s=settings.grpc_timeout_s,
         stream_timeout_s=settings.stream_timeout_s,
+        event_stream=settings.event_stream,
     )
     yield
+    app[GENERATOR].close()
     await generator_channel.close()
 
 

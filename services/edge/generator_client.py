@@ -1,23 +1,8 @@
 """The edge's side of the generator: the only edge module that speaks gRPC. Calls carry
-deadlines and the current trace id; streams yield docgen's run events (`RunEvent`); every
-failure is raised as one `GeneratorError` whose code, message and retryability are the
-protocol's error frame.
-
-    GeneratorError                 a call to the generator failed; `.code` is the frame's code
-    ├── GeneratorUnavailable       unreachable or too slow: re-attaching may work (retryable)
-    ├── InvalidOutline             the generator refused the outline
-    ├── RunNotFound                unknown, expired, or another user's run
-    ├── CursorOutOfRange           `after_seq` is past the run's last event
-    ├── TooManyRuns                this user's (or this generator's) run limit (retryable)
-    ├── PlanNotFound               the planner has no such document (docs/planner.md)
-    ├── PlanForbidden              the planner refused this user's token
-    ├── PlannerUnavailable         the planner is down, slow or overloaded (retryable)
-    ├── PlannerNotConfigured       the generator has no planner
-    ├── RunNotEnded                the run's document is still being written (`.status`)
-    └── GeneratorInternal          any other status: a bug or a surprise (retryable)
-
-`error_from_status` is the one translation from gRPC status to these; the planner's errors
-travel as their protocol code in the `docgen-error-code` trailing metadata.
+deadlines and the current trace id; streams yield docgen's run events (`RunEvent`), through
+the channel's event stream when there is one (`event_stream.py`); every failure is raised as
+one `GeneratorError` (`generator_errors.py`, re-exported here) whose code, message and
+retryability are the protocol's error frame.
 """
 
 from __future__ import annotations
@@ -29,128 +14,53 @@ import grpc
 from docgen.v1 import document_pb2, events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
 
 from services.common.tracing import outgoing_metadata
+from services.edge.event_stream import EventStreams, events, muxed_events
+from services.edge.generator_errors import (
+    ERROR_CODE_METADATA,
+    RUN_NOT_ENDED,
+    RUN_STATUS_METADATA,
+    CursorOutOfRange,
+    GeneratorError,
+    GeneratorInternal,
+    GeneratorUnavailable,
+    InvalidOutline,
+    PlanForbidden,
+    PlannerNotConfigured,
+    PlannerUnavailable,
+    PlanNotFound,
+    RunNotEnded,
+    RunNotFound,
+    TooManyRuns,
+    error_from_status,
+)
+
+__all__ = [
+    "ERROR_CODE_METADATA",
+    "RUN_NOT_ENDED",
+    "RUN_STATUS_METADATA",
+    "CursorOutOfRange",
+    "Generator",
+    "GeneratorClient",
+    "GeneratorError",
+    "GeneratorInternal",
+    "GeneratorUnavailable",
+    "InvalidOutline",
+    "PlanForbidden",
+    "PlanNotFound",
+    "PlannerNotConfigured",
+    "PlannerUnavailable",
+    "RunEvent",
+    "RunInfo",
+    "RunNotEnded",
+    "RunNotFound",
+    "RunStatus",
+    "TooManyRuns",
+    "error_from_status",
+]
 
 RunEvent = events_pb2.RunEvent
 RunInfo = events_pb2.RunInfo
 RunStatus: TypeAlias = events_pb2.RunStatus.ValueType
-
-
-class GeneratorError(Exception):
-    """A call to the generator failed. `code`, `message` and `retryable` are what the client
-    is told in its error frame (docs/protocol.md)."""
-
-    code = "internal"
-    retryable = True
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-
-class GeneratorUnavailable(GeneratorError):
-    """The generator is unreachable or did not answer in time: a follower re-attaches."""
-
-    code = "generator_unavailable"
-    retryable = True
-
-
-class InvalidOutline(GeneratorError):
-    code = "invalid_outline"
-    retryable = False
-
-
-class RunNotFound(GeneratorError):
-    code = "run_not_found"
-    retryable = False
-
-
-class CursorOutOfRange(GeneratorError):
-    code = "cursor_out_of_range"
-    retryable = False
-
-
-class TooManyRuns(GeneratorError):
-    code = "too_many_runs"
-    retryable = True
-
-
-class GeneratorInternal(GeneratorError):
-    code = "internal"
-    retryable = True
-
-
-class PlanNotFound(GeneratorError):
-    code = "plan_not_found"
-    retryable = False
-
-
-class PlanForbidden(GeneratorError):
-    code = "plan_forbidden"
-    retryable = False
-
-
-class PlannerUnavailable(GeneratorError):
-    code = "planner_unavailable"
-    retryable = True
-
-
-class PlannerNotConfigured(GeneratorError):
-    code = "planner_not_configured"
-    retryable = False
-
-
-# The code of an HTTP answer (`GET /v1/runs/{run_id}/document`, 409), never of a frame.
-RUN_NOT_ENDED = "run_not_ended"
-
-
-class RunNotEnded(GeneratorError):
-    """Only `get_document` raises it: the run's document is still being written."""
-
-    code = RUN_NOT_ENDED
-    retryable = True
-
-    def __init__(self, message: str, *, status: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-# Set by the generator on errors whose gRPC status alone is ambiguous (NOT_FOUND: plan or run).
-ERROR_CODE_METADATA = "docgen-error-code"
-RUN_STATUS_METADATA = "docgen-run-status"
-_PLANNER_ERRORS: dict[str, type[GeneratorError]] = {
-    cls.code: cls for cls in (PlanNotFound, PlanForbidden, PlannerUnavailable, PlannerNotConfigured)
-}
-
-
-def _trailer(error: grpc.aio.AioRpcError, key: str) -> str | None:
-    for name, value in error.trailing_metadata() or ():
-        if name == key and isinstance(value, str):
-            return value
-    return None
-
-
-def error_from_status(error: grpc.aio.AioRpcError) -> GeneratorError:
-    """The protocol error of a failed gRPC call."""
-    status = error.code()
-    details = error.details() or status.name
-    planner_error = _PLANNER_ERRORS.get(_trailer(error, ERROR_CODE_METADATA) or "")
-    if planner_error is not None:
-        return planner_error(details)
-    if status == grpc.StatusCode.FAILED_PRECONDITION and _trailer(error, RUN_STATUS_METADATA):
-        run_status = _trailer(error, RUN_STATUS_METADATA) or "running"
-        return RunNotEnded(details, status=run_status)
-    if status == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidOutline(details)
-    if status == grpc.StatusCode.NOT_FOUND:
-        # Deliberately the same words for unknown, expired and foreign runs.
-        return RunNotFound("no such run: unknown, expired, or not yours")
-    if status == grpc.StatusCode.OUT_OF_RANGE:
-        return CursorOutOfRange(details)
-    if status == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return TooManyRuns(details)
-    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return GeneratorUnavailable("the document generator is unreachable; retry shortly")
-    return GeneratorInternal(f"internal error ({status.name}); retry shortly")
 
 
 class Generator(Protocol):
@@ -207,11 +117,25 @@ class GeneratorClient:
     """`Generator` over a gRPC channel."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, *, unary_timeout_s: float, stream_timeout_s: float
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        unary_timeout_s: float,
+        stream_timeout_s: float,
+        event_stream: bool = False,
     ) -> None:
         self._stub = generator_pb2_grpc.GeneratorServiceStub(channel)
         self._unary_timeout_s = unary_timeout_s
         self._stream_timeout_s = stream_timeout_s
+        # One multiplexed stream of every run's events on this channel (docs/grpc.md).
+        self._event_streams = (
+            EventStreams(self._stub, open_timeout_s=unary_timeout_s) if event_stream else None
+        )
+
+    def close(self) -> None:
+        """Hangs up the event stream (before the channel closes)."""
+        if self._event_streams is not None:
+            self._event_streams.close()
 
     def start(
         self,
@@ -221,20 +145,14 @@ class GeneratorClient:
         request_id: str,
         chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
-        return _events(
-            self._stub.StartRun(
-                generator_pb2.StartRunRequest(
-                    outline=outline,
-                    user_id=user_id,
-                    request_id=request_id,
-                    chunk_interval_ms=chunk_interval_ms,
-                    batch=True,
-                ),
-                timeout=self._stream_timeout_s,
-                metadata=outgoing_metadata(),
-                wait_for_ready=False,
-            )
+        request = generator_pb2.StartRunRequest(
+            outline=outline,
+            user_id=user_id,
+            request_id=request_id,
+            chunk_interval_ms=chunk_interval_ms,
+            batch=True,
         )
+        return self._run_events(self._stub.StartRun, request, outgoing_metadata(), None)
 
     def start_plan(
         self,
@@ -248,20 +166,33 @@ class GeneratorClient:
         # The user's own token goes along, for the planner to decide (docs/grpc.md); gRPC
         # metadata is never logged.
         metadata = (*outgoing_metadata(), ("authorization", f"Bearer {token}"))
-        return _events(
-            self._stub.StartRun(
-                generator_pb2.StartRunRequest(
-                    plan=generator_pb2.PlanReference(document_id=document_id),
-                    user_id=user_id,
-                    request_id=request_id,
-                    chunk_interval_ms=chunk_interval_ms,
-                    batch=True,
-                ),
-                timeout=self._stream_timeout_s,
-                metadata=metadata,
-                wait_for_ready=False,
-            )
+        request = generator_pb2.StartRunRequest(
+            plan=generator_pb2.PlanReference(document_id=document_id),
+            user_id=user_id,
+            request_id=request_id,
+            chunk_interval_ms=chunk_interval_ms,
+            batch=True,
         )
+        return self._run_events(self._stub.StartRun, request, metadata, None)
+
+    def _run_events(
+        self, method: Any, request: Any, metadata: Any, after_seq: int | None
+    ) -> AsyncGenerator[Any, None]:
+        """The items of a StartRun (`after_seq` None) or AttachRun call of `request`: through
+        the channel's event stream when there is one (`DOCGEN_EDGE_EVENT_STREAM`)."""
+
+        def call_with(stream_id: str, follow_key: str) -> grpc.aio.UnaryStreamCall:
+            named = request
+            if stream_id:
+                named = type(request)(event_stream_id=stream_id, follow_key=follow_key)
+                named.MergeFrom(request)
+            return method(
+                named, timeout=self._stream_timeout_s, metadata=metadata, wait_for_ready=False
+            )
+
+        if self._event_streams is None:
+            return events(call_with("", ""))
+        return muxed_events(self._event_streams, call_with, after_seq)
 
     async def get_document(self, run_id: str, *, user_id: str) -> document_pb2.Document:
         try:
@@ -277,15 +208,10 @@ class GeneratorClient:
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int
     ) -> AsyncGenerator[RunInfo | RunEvent, None]:
-        return _events(
-            self._stub.AttachRun(
-                generator_pb2.AttachRunRequest(
-                    run_id=run_id, user_id=user_id, after_seq=after_seq, batch=True
-                ),
-                timeout=self._stream_timeout_s,
-                metadata=outgoing_metadata(),
-            )
+        request = generator_pb2.AttachRunRequest(
+            run_id=run_id, user_id=user_id, after_seq=after_seq, batch=True
         )
+        return self._run_events(self._stub.AttachRun, request, outgoing_metadata(), after_seq)
 
     async def cancel(self, run_id: str, *, user_id: str) -> RunStatus:
         try:
@@ -323,22 +249,3 @@ class GeneratorClient:
             "max_sections": response.max_sections,
             "max_target_tokens": response.max_target_tokens,
         }
-
-
-async def _events(call: grpc.aio.UnaryStreamCall) -> AsyncGenerator[Any, None]:
-    """The items of a StartRun/AttachRun stream: events, and AttachRun's opening `RunInfo`;
-    the call is cancelled however the caller stops reading, so the generator sees the
-    follower leave."""
-    try:
-        async for response in call:
-            if response.HasField("event"):
-                yield response.event
-            elif response.HasField("batch"):  # several events ready together (we ask for it)
-                for event in response.batch.events:
-                    yield event
-            elif isinstance(response, generator_pb2.AttachRunResponse) and response.HasField("run"):
-                yield response.run
-    except grpc.aio.AioRpcError as error:
-        raise error_from_status(error) from error
-    finally:
-        call.cancel()

@@ -44,6 +44,10 @@ class EdgeSettings:
     (docs/operations.md, "Several cores")."""
     generator_addr: str = GENERATOR_ADDR
     """Generator to dial (`DOCGEN_GENERATOR_ADDR`)."""
+    event_stream: bool = True
+    """Receive the events of all runs over one multiplexed gRPC stream per generator channel
+    (`OpenEventStream`, docs/grpc.md) instead of one stream per run (`DOCGEN_EDGE_EVENT_STREAM`;
+    0: every run's events on its own call, as before)."""
     jwt_secret: str | None = DEV_JWT_SECRET
     """HS256 key (`DOCGEN_JWT_SECRET`), at least 32 bytes unless `DOCGEN_DEV_MODE=1`. Unset:
     the public dev secret with a loud warning, or, when a JWKS is configured, no HS256 at all
@@ -234,6 +238,7 @@ class EdgeSettings:
             metrics_host=env_str("DOCGEN_EDGE_METRICS_HOST", cls.metrics_host),
             access_log=env_bool("DOCGEN_EDGE_ACCESS_LOG", cls.access_log),
             reuse_port=env_bool("DOCGEN_EDGE_REUSE_PORT", cls.reuse_port),
+            event_stream=env_bool("DOCGEN_EDGE_EVENT_STREAM", cls.event_stream),
             grpc_tls=GrpcTls.from_env(),
             grpc_peer_auth=PeerAuth.from_env(),
         )

@@ -11,6 +11,8 @@ Exceptions (`str(error)` is safe to show to the caller; the gRPC status is in br
     ├── TooManyRuns         [RESOURCE_EXHAUSTED]  the user's or this generator's run limit
     ├── RunLogUnavailable   [UNAVAILABLE]         the shared run store is unreachable (retry)
     ├── RunNotEnded         [FAILED_PRECONDITION] `GetDocument` of a run still being written
+    ├── EventStreamNotFound [FAILED_PRECONDITION] `event_stream_id` names no open event stream
+    ├── EventStreamClosed   [UNAVAILABLE]         the event stream a call pushed into ended
     └── PlanError                                 `StartRun{plan}`: the planner's answer
         ├── PlanNotFound          [NOT_FOUND]           404/410 (docs/planner.md)
         ├── PlanForbidden         [PERMISSION_DENIED]   401/403: the token may not read it
@@ -76,6 +78,21 @@ class RunNotEnded(GeneratorError):
     status = "running"
 
 
+EVENT_STREAM_NOT_FOUND = "event_stream_not_found"
+"""Only ever a gRPC trailer for the edge, never a protocol error code sent to a client."""
+
+
+class EventStreamNotFound(GeneratorError):
+    """`event_stream_id` names no open event stream of this generator (its `code` travels in
+    the `docgen-error-code` trailer: the caller opens one, or goes without)."""
+
+    code = EVENT_STREAM_NOT_FOUND
+
+
+class EventStreamClosed(GeneratorError):
+    """The event stream a call pushed its run's events into has ended: the caller re-attaches."""
+
+
 class PlanError(GeneratorError):
     """The planner could not give the outline of a `StartRun{plan}`; each subclass has the
     protocol's error `code`."""
@@ -113,6 +130,8 @@ GRPC_STATUS: dict[type[GeneratorError], str] = {
     TooManyRuns: "RESOURCE_EXHAUSTED",
     RunLogUnavailable: "UNAVAILABLE",
     RunNotEnded: "FAILED_PRECONDITION",
+    EventStreamNotFound: "FAILED_PRECONDITION",
+    EventStreamClosed: "UNAVAILABLE",
     PlanNotFound: "NOT_FOUND",
     PlanForbidden: "PERMISSION_DENIED",
     PlannerUnavailable: "UNAVAILABLE",

@@ -33,6 +33,7 @@ from services.generator.errors import (
     grpc_status_name,
 )
 from services.generator.event_batches import follow_batches
+from services.generator.event_stream import Deliver, EventStreams
 from services.generator.outline import MAX_SECTIONS, MAX_TARGET_TOKENS
 from services.generator.planner import PlannerClient, PlannerRetry
 from services.generator.plans import document_of, error_trailers, outline_of
@@ -70,6 +71,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self._planner = planner or PlannerClient(None, timeout_s=1.0)
         self._limits = limits or generator_pb2.GetLimitsResponse()
         self._directory = RunDirectory()
+        self.event_streams = EventStreams()
 
     async def StartRun(
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
@@ -80,6 +82,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         # the same request again and gets the same run, replayed from seq 1.
         async with self._directory.starting(request.user_id, request.request_id):
             try:
+                stream = self.event_streams.find(request.event_stream_id, request.follow_key)
                 run = await self._started_before(request.user_id, request.request_id)
                 if run is None:
                     # With `plan`: read from the planner with the caller's token (metadata).
@@ -105,6 +108,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     )
             except GeneratorError as error:
                 await abort(context, error)
+        if stream is not None:
+            await self._push(run, 0, context, stream)
+            return
         async for events in self._follow(run, 0, context, batch=request.batch):
             if len(events) == 1:
                 yield generator_pb2.StartRunResponse(event=events[0])
@@ -117,6 +123,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self, request: generator_pb2.AttachRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[generator_pb2.AttachRunResponse]:
         try:
+            stream = self.event_streams.find(request.event_stream_id, request.follow_key)
             run = await self._registry.find(request.run_id, user_id=request.user_id)
             # First what the run is now, so "already ended" is an answer, not an empty stream.
             info = await describe(run, self._entry(request.user_id, run.run_id))
@@ -129,6 +136,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         yield generator_pb2.AttachRunResponse(run=info)
         if info.status != events_pb2.RUN_STATUS_RUNNING and request.after_seq >= info.last_seq:
             return  # nothing after the end (a follower of the shared log would wait forever)
+        if stream is not None:
+            await self._push(run, request.after_seq, context, stream)
+            return
         async for events in self._follow(run, request.after_seq, context, batch=request.batch):
             if len(events) == 1:
                 yield generator_pb2.AttachRunResponse(event=events[0])
@@ -176,6 +186,12 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             await abort(context, error)
         return generator_pb2.ListRunsResponse(runs=runs)
 
+    async def OpenEventStream(
+        self, request: generator_pb2.OpenEventStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[generator_pb2.EventStreamMessage]:
+        async for message in self.event_streams.serve():
+            yield message
+
     async def GetLimits(
         self, request: generator_pb2.GetLimitsRequest, context: grpc.aio.ServicerContext
     ) -> generator_pb2.GetLimitsResponse:
@@ -195,8 +211,17 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
             self._directory.forget(user_id, entry.run_id)
             return None
 
+    async def _push(
+        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext, deliver: Deliver
+    ) -> None:
+        """Hands the run's events after `after_seq` to its event stream (this call has none)."""
+        try:
+            await deliver(self._follow(run, after_seq, None, batch=True))
+        except GeneratorError as error:
+            await abort(context, error)
+
     async def _follow(
-        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext, *, batch: bool
+        self, run: Run, after_seq: int, context: grpc.aio.ServicerContext | None, *, batch: bool
     ) -> AsyncIterator[list[events_pb2.RunEvent]]:
         """The run's events after `after_seq`, one per list, or (`batch`: the caller reads
         `RunEventBatch`) as many per list as are ready together."""
@@ -209,6 +234,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
                     async for event in run.log.follow(after_seq):
                         yield [event]
             except GeneratorError as error:
+                if context is None:
+                    raise
                 await abort(context, error)
 
 
@@ -262,9 +289,8 @@ class GeneratorServer:
             timeout_s=settings.planner_timeout_s,
             retry=PlannerRetry(max_retries=settings.planner_retries),
         )
-        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(
-            GeneratorServicer(self.registry, limits, self._planner), self.server
-        )
+        self.servicer = GeneratorServicer(self.registry, limits, self._planner)
+        generator_pb2_grpc.add_GeneratorServiceServicer_to_server(self.servicer, self.server)
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(
             self.server, address or settings.addr, settings.grpc_tls, settings.grpc_peer_auth
@@ -286,6 +312,7 @@ class GeneratorServer:
         # With a shared run log, runs are handed over instead (another generator takes each
         # over within a lease), and followers here keep reading it until the grace ends.
         await self.registry.close()
+        self.servicer.event_streams.drain()  # each ends once its runs' calls have ended
         await self.server.stop(self.settings.shutdown_grace_s)
         await self.registry.disconnect()
         await self._summary_channel.close()
