@@ -530,11 +530,3 @@ async def _finished_over_grpc(stack: Stack, outline: dict[str, Any]) -> tuple[st
     assert last is not None and last.HasField("run_end") and last.seq >= 40_000
     assert last.run_end.status == events_pb2.RUN_STATUS_COMPLETED
     return last.run_id, last.seq
-
-
-async def finished_run_of(stack: Stack, outline: dict[str, Any]) -> list[dict[str, Any]]:
-    client = await stack.connect()
-    await client.send({"type": "generate", "outline": outline})
-    frames = await client.run_to_end(timeout=600)
-    await client.close()
-    return frames
