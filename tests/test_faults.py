@@ -319,8 +319,14 @@ DISTINCT_SECTIONS = [
 
 
 async def test_summary_service_down_mid_run_then_back(runlog_url: str | None) -> None:
+    # The sections after the first two take ~2.4 s each (8 words, 0.3 s apart): the
+    # generator's channel reconnects to the restarted summary service within its 1 s backoff
+    # cap (services/common/grpc_client.py), and with quick sections both could end inside that
+    # second on a loaded machine, so no update followed the restart (issue 13's flake hunt).
     llm = ScriptedLLM(
-        lambda n, b: Reply(tokens=words(DISTINCT_SECTIONS[n % 4]), token_delay_s=0.01)
+        lambda n, b: Reply(
+            tokens=words(DISTINCT_SECTIONS[n % 4]), token_delay_s=0.01 if n < 2 else 0.3
+        )
     )
     stack = await start_stack(llm, runlog_url=runlog_url)
     try:
