@@ -65,6 +65,7 @@ class Reader:
     """An `OpenEventStream` call, read in the background into per-key event lists."""
 
     def __init__(self, stub: generator_pb2_grpc.GeneratorServiceStub) -> None:
+        self._stub = stub
         self.call = stub.OpenEventStream(generator_pb2.OpenEventStreamRequest())
         self.stream_id = ""
         self.messages: list[generator_pb2.EventStreamMessage] = []
@@ -84,6 +85,18 @@ class Reader:
                 self.messages.append(message)
                 for entry in message.entries:
                     self.events.setdefault(entry.follow_key, []).extend(entry.events)
+
+    def start_run(self, user_id: str, key: str) -> Any:
+        """A `StartRun` of the test outline whose events come through this stream under `key`."""
+        return self._stub.StartRun(
+            generator_pb2.StartRunRequest(
+                outline=outline_message(),
+                user_id=user_id,
+                event_stream_id=self.stream_id,
+                follow_key=key,
+            ),
+            timeout=30,
+        )
 
     def ended(self, key: str) -> bool:
         return any(e.HasField("run_end") for e in self.events.get(key, []))
@@ -133,18 +146,7 @@ async def test_runs_via_the_event_stream_get_the_events_of_their_own_call(
     async with grpc.aio.insecure_channel(slow_stack.generator_addr) as channel:
         stub = generator_pb2_grpc.GeneratorServiceStub(channel)
         reader = await Reader(stub).start()
-        calls = [
-            stub.StartRun(
-                generator_pb2.StartRunRequest(
-                    outline=outline_message(),
-                    user_id=f"svc{i}",
-                    event_stream_id=reader.stream_id,
-                    follow_key=f"key{i}",
-                ),
-                timeout=30,
-            )
-            for i in range(3)
-        ]
+        calls = [reader.start_run(f"svc{i}", f"key{i}") for i in range(3)]
         # The per-run calls carry no message and end OK once their run_end is handed over.
         for call in calls:
             assert [r async for r in call] == []
@@ -230,15 +232,7 @@ async def test_a_closed_event_stream_fails_its_calls_and_drops_their_subscriptio
     async with grpc.aio.insecure_channel(slow_stack.generator_addr) as channel:
         stub = generator_pb2_grpc.GeneratorServiceStub(channel)
         reader = await Reader(stub).start()
-        call = stub.StartRun(
-            generator_pb2.StartRunRequest(
-                outline=outline_message(),
-                user_id="svc",
-                event_stream_id=reader.stream_id,
-                follow_key="a",
-            ),
-            timeout=30,
-        )
+        call = reader.start_run("svc", "a")
         await wait_for(lambda: len(reader.events.get("a", [])) >= 5, timeout=10)
         run = await slow_stack.generator.registry.find(reader.events["a"][0].run_id, user_id="svc")
         assert run.subscribers == 1
@@ -261,15 +255,7 @@ async def test_a_cancelled_call_stops_pushing_into_the_stream(runlog_url: str | 
         )
         stub = generator_pb2_grpc.GeneratorServiceStub(channel)
         reader = await Reader(stub).start()
-        call = stub.StartRun(
-            generator_pb2.StartRunRequest(
-                outline=outline_message(),
-                user_id="svc",
-                event_stream_id=reader.stream_id,
-                follow_key="a",
-            ),
-            timeout=30,
-        )
+        call = reader.start_run("svc", "a")
         await wait_for(lambda: len(reader.events.get("a", [])) >= 5, timeout=10)
         run_id = reader.events["a"][0].run_id
         run = await slow_stack.generator.registry.find(run_id, user_id="svc")
