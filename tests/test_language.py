@@ -51,8 +51,8 @@ def test_no_text_means_the_default() -> None:
     [
         ("es-MX", "español", "es"),
         ("en", "English", "en"),
-        ("pt-BR", "português", "en"),
-        ("sw", "sw", "en"),
+        ("pt-BR", "português", "pt"),
+        ("sw", "sw", "sw"),
     ],
 )
 def test_names_and_sentence_rules(tag: str, name: str, rules: str) -> None:

@@ -316,7 +316,7 @@ def test_invalid_configuration_fails_at_construction() -> None:
     with pytest.raises(ValueError):
         ExtractiveSummarizer(budget_words=0)
     with pytest.raises(ValueError):
-        ExtractiveSummarizer(language="xx")
+        ExtractiveSummarizer(language="not a language")
 
 
 def test_a_sentence_longer_than_the_budget_is_never_quoted() -> None:

@@ -96,7 +96,7 @@ def legacy_section_messages(
 @contextlib.contextmanager
 def legacy_summarizer() -> Iterator[None]:
     """Today's extractive summarizer with the junk and filler rules of issue 15 switched off
-    (its title-restatement penalty and pysbd repair stay: they are not separable)."""
+    (its title-restatement penalty and abbreviation repair stay: they are not separable)."""
     with (
         mock.patch.object(sentence_ranking, "is_junk", lambda _sentence: False),
         mock.patch.object(sentence_ranking, "_FILLER", re.compile(r"(?!)")),

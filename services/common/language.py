@@ -34,8 +34,6 @@ LANGUAGE_NAMES = {
     "ca": "català",
     "nl": "Nederlands",
 }
-# pysbd's sentence rules exist for these (among others); other languages split by English rules.
-_PYSBD_LANGUAGES = frozenset({"en", "es", "fr", "de", "it", "nl"})
 
 # BCP 47, as far as a client is likely to send it: a 2-3 letter language, then subtags.
 _TAG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8}){0,3}$")
@@ -107,7 +105,7 @@ def prompt_name(tag: str) -> str:
 
 
 def sentence_rules(tag: str) -> str:
-    """The pysbd language whose sentence rules apply to `tag` (English rules when pysbd has
-    none for it)."""
-    language = primary(tag)
-    return language if language in _PYSBD_LANGUAGES else DEFAULT_LANGUAGE
+    """The language whose sentence rules apply to `tag`: its primary subtag (`pt` of `pt-BR`).
+    The segmenter (sentencex) has rules for ~300 languages and falls back along its own
+    language chains, ending at English rules, for the rest."""
+    return primary(normalize_tag(tag))

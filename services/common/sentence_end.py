@@ -1,5 +1,5 @@
 """Where a sentence ends, cheaply: the generator ends a section at the first sentence end past
-its target, and the summarizer mends pysbd's splits after abbreviations pysbd misses ("Sr.",
+its target, and the summarizer mends the segmenter's splits after abbreviations it misses ("Sr.",
 "p. ej." in Spanish).
 
 Decided on the text so far plus the first character of what follows (a sentence has ended only

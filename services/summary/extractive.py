@@ -3,7 +3,7 @@ re-balanced after each section so the whole summary stays within a word budget.
 
 How one `update` works (steps 1 to 3 in `sentence_ranking.py`):
 
-1. The new section is split into sentences with pysbd, by the rules of the document's language
+1. The new section is split into sentences with sentencex, by the rules of the document's language
    ("Sr." and "p. ej." do not end a Spanish sentence); markdown headings, table rows, lead-ins
    ending with a colon, fragments under three words, and sentences that carry markup or echo a
    prompt ("<summary>", "Write two paragraphs…", "Here's a…") are dropped, list markers are
@@ -34,8 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import pysbd
 
 from services.common.language import sentence_rules
 from services.summary.sentence_ranking import MIN_SENTENCE_WORDS, Candidate, SentenceRanker
@@ -91,9 +89,8 @@ class ExtractiveSummarizer:
     def __init__(self, budget_words: int = 250, language: str = "en") -> None:
         if budget_words < 1:
             raise ValueError(f"budget_words must be at least 1, got {budget_words}")
-        pysbd.Segmenter(language=language, clean=False)  # fails now on an unknown language
         self.budget_words = budget_words
-        self.language = language
+        self.language = sentence_rules(language)  # InvalidLanguage (ValueError) for a non-tag
         self._ranker = SentenceRanker(language)
 
     def _for_language(self, language: str | None) -> ExtractiveSummarizer:

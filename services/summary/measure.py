@@ -30,7 +30,7 @@ def fast_path_latencies(
     """Seconds taken by each extractive update (the work the summary service does per section,
     without the gRPC hop), section after section, `rounds` times over: `rounds * sections`
     values, in order. With `warmup`, one unmeasured pass first, as a long-running service has
-    made (pysbd compiles its rules on first use)."""
+    made."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     summarizer = ExtractiveSummarizer(budget_words=budget_words, language=language)

@@ -29,7 +29,8 @@ class SummarySettings:
     section is well below it (`DOCGEN_SUMMARY_MAX_SECTION_CHARS`). Bounds the CPU one
     request can take."""
     language: str = "en"
-    """Language for sentence segmentation (`DOCGEN_SUMMARY_LANGUAGE`, pysbd codes)."""
+    """Default language of sentence segmentation and stop words when a request names none
+    (`DOCGEN_SUMMARY_LANGUAGE`, a BCP 47 tag)."""
     mode: SummaryMode = "extractive"
     """`extractive`: one fast update per section. `llm`: the fast update, then an LLM rewrite of
     it when that arrives in time (`DOCGEN_SUMMARY_MODE`). Not worth it with the bundled 135M
