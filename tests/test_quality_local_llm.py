@@ -17,7 +17,7 @@ from services.local_llm import LocalLLMSettings, server_command
 from tests.support.processes import free_port, spawn, stop_process
 from tests.support.scripted_llm import ScriptedLLM
 from tests.support.stack import sections_text, start_stack
-from tests.test_stack import require_local_llm
+from tests.test_stack import LOCAL_LLM_TEST_THREADS, require_local_llm
 
 OUTLINE = {
     "document_id": "garden",
@@ -64,7 +64,7 @@ async def wait_for_models(base_url: str, process: asyncio.subprocess.Process) ->
 @pytest.mark.timeout(900)
 async def test_a_run_on_the_bundled_model_has_no_scaffolding_and_ends_every_sentence() -> None:
     require_local_llm()
-    settings = LocalLLMSettings(port=free_port())
+    settings = LocalLLMSettings(port=free_port(), n_threads=LOCAL_LLM_TEST_THREADS)
     llama = await spawn(
         *server_command(settings),
         stdout=asyncio.subprocess.DEVNULL,

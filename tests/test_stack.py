@@ -164,6 +164,12 @@ def require_local_llm() -> None:
     )
 
 
+LOCAL_LLM_TEST_THREADS = 1
+"""llama.cpp threads of the tests that run the bundled model: they check what it writes, not
+how fast, and one thread stays near full speed on a machine whose cores are busy with other
+work, where one thread per core falls to ~0.5 tokens/s (services/local_llm.py)."""
+
+
 def stack_env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCGEN_")}
     env.update(
@@ -254,7 +260,7 @@ async def test_make_run_stack_writes_a_document_on_the_bundled_model(
     stacks: list[StackProcess],
 ) -> None:
     require_local_llm()
-    stack = await start(stacks, stack_env())
+    stack = await start(stacks, stack_env(DOCGEN_LOCAL_LLM_THREADS=str(LOCAL_LLM_TEST_THREADS)))
     port, token = await stack.wait_ready(within_s=240)
     assert any("llama_cpp.server" in " ".join(p.cmdline()) for p in stack.children)
 
