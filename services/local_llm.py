@@ -40,7 +40,10 @@ class LocalLLMSettings:
     """Context window in tokens (`DOCGEN_LOCAL_LLM_CTX`): system prompt, outline, global summary
     (~350 tokens) and a 600-token section fit with room to spare; the model supports 8192."""
     n_threads: int = field(default_factory=_default_threads)
-    """Threads for token generation and prompt processing (`DOCGEN_LOCAL_LLM_THREADS`)."""
+    """Threads for token generation and prompt processing (`DOCGEN_LOCAL_LLM_THREADS`); one per
+    core by default. On a machine whose cores are busy with other work, use 1: llama.cpp's
+    threads wait for each other per layer, and one busy core slowed 2 threads to ~0.5 tokens/s
+    where 1 thread kept its speed."""
 
     @property
     def base_url(self) -> str:
