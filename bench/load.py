@@ -9,6 +9,7 @@ import secrets
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ class CpuMeter:
         if include_client:
             self._ps["bench client"] = psutil.Process()
         self._start: dict[str, float] = {}
+        self._start_threads: dict[str, dict[int, float]] = {}
         self._started_at = 0.0
 
     @staticmethod
@@ -51,9 +53,29 @@ class CpuMeter:
         times = process.cpu_times()
         return float(times.user + times.system)
 
+    @staticmethod
+    def _thread_cpu(process: psutil.Process) -> dict[int, float]:
+        try:
+            return {t.id: t.user_time + t.system_time for t in process.threads()}
+        except psutil.Error:
+            return {}
+
+    @staticmethod
+    def _thread_name(process: psutil.Process, tid: int) -> str:
+        """The thread's kernel name: "main" for the asyncio loop's thread; gRPC's C-core
+        threads name themselves (`grpc_global_tim`, `default-executo`, …); Python threads
+        carry the interpreter's name."""
+        if tid == process.pid:
+            return "main"
+        try:
+            return Path(f"/proc/{process.pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            return "(ended)"
+
     def start(self) -> None:
         self._started_at = time.monotonic()
         self._start = {name: self._cpu(p) for name, p in self._ps.items()}
+        self._start_threads = {name: self._thread_cpu(p) for name, p in self._ps.items()}
 
     def stop(self, tokens: int) -> dict[str, Any]:
         elapsed = time.monotonic() - self._started_at
@@ -64,8 +86,25 @@ class CpuMeter:
                 "cpu_s": round(seconds, 3),
                 "cores": round(seconds / elapsed, 3) if elapsed else None,
                 "us_per_token": round(seconds / tokens * 1e6, 1) if tokens else None,
+                "threads_us_per_token": self._by_thread(name, process, tokens),
             }
         return report
+
+    def _by_thread(self, name: str, process: psutil.Process, tokens: int) -> dict[str, float]:
+        """CPU µs per token by thread name over the window, largest first (threads started
+        inside it count from zero; threads that ended inside it are missing): psutil's process
+        total includes threads py-spy never samples (gRPC's C-core threads)."""
+        if not tokens:
+            return {}
+        before = self._start_threads.get(name, {})
+        spent: Counter[str] = Counter()
+        for tid, seconds in self._thread_cpu(process).items():
+            spent[self._thread_name(process, tid)] += seconds - before.get(tid, 0.0)
+        return {
+            thread: round(seconds / tokens * 1e6, 1)
+            for thread, seconds in spent.most_common()
+            if seconds > 0
+        }
 
 
 async def quiesce(

@@ -357,7 +357,28 @@ def _relay_rows(relay: dict[str, Any]) -> list[Row]:
                 + (f"{_n(client['us_per_token'], 0)} µs" if client else "—"),
             ),
         ]
+        threads = _threads_cell(edge["cpu"], ("edge", "generator"))
+        if threads:
+            rows.append(
+                (
+                    f"… the same CPU per token by thread at {streams} (µs)",
+                    threads,
+                    "—",
+                    "py-spy samples the Python threads only",
+                )
+            )
     return rows
+
+
+def _threads_cell(cpu: dict[str, Any], names: tuple[str, ...], top: int = 3) -> str:
+    """Per process, its busiest threads' µs per token ("main" runs the asyncio loop)."""
+    cells = []
+    for name in names:
+        by_thread = (cpu.get(name) or {}).get("threads_us_per_token") or {}
+        if by_thread:
+            busiest = list(by_thread.items())[:top]
+            cells.append(f"{name}: " + ", ".join(f"{t} {_n(us, 0)}" for t, us in busiest))
+    return "; ".join(cells)
 
 
 def _other_rows(scenarios: dict[str, Any]) -> list[Row]:

@@ -24,6 +24,14 @@ def cpu_medians(results: list[LoadResult]) -> dict[str, Any]:
         for key in ("cores", "us_per_token"):
             values = [r.cpu[name][key] for r in results if r.cpu[name][key] is not None]
             entry[key] = round(statistics.median(values), 3) if values else None
+        threads = [r.cpu[name].get("threads_us_per_token") or {} for r in results]
+        names_seen = dict.fromkeys(t for by_thread in threads for t in by_thread)
+        by_thread = {
+            t: round(statistics.median(b.get(t, 0.0) for b in threads), 1) for t in names_seen
+        }
+        entry["threads_us_per_token"] = dict(
+            sorted(by_thread.items(), key=lambda item: item[1], reverse=True)
+        )
         medians[name] = entry
     return medians
 
