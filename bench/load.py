@@ -97,12 +97,13 @@ class CpuMeter:
         if not tokens:
             return {}
         before = self._start_threads.get(name, {})
-        spent: Counter[str] = Counter()
+        spent: dict[str, float] = {}
         for tid, seconds in self._thread_cpu(process).items():
-            spent[self._thread_name(process, tid)] += seconds - before.get(tid, 0.0)
+            thread = self._thread_name(process, tid)
+            spent[thread] = spent.get(thread, 0.0) + seconds - before.get(tid, 0.0)
         return {
             thread: round(seconds / tokens * 1e6, 1)
-            for thread, seconds in spent.most_common()
+            for thread, seconds in sorted(spent.items(), key=lambda item: item[1], reverse=True)
             if seconds > 0
         }
 
