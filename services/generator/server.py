@@ -71,6 +71,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         self._planner = planner or PlannerClient(None, timeout_s=1.0)
         self._limits = limits or generator_pb2.GetLimitsResponse()
         self._directory = RunDirectory()
+        # Without this, a user who never lists their runs again kept up to 256 entries for
+        # the life of the process (a new user per run grew it without bound).
+        registry.on_expired(self._directory.forget)
         self.event_streams = EventStreams()
 
     async def StartRun(

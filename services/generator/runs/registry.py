@@ -71,6 +71,16 @@ class RunRegistry:
         self._runs: dict[str, Run] = {}
         self._slots = RunSlots(settings, self._store)
         self._checks: set[asyncio.Task[None]] = set()
+        self._on_expired: list[Callable[[str, str], None]] = []
+
+    def on_expired(self, listener: Callable[[str, str], None]) -> None:
+        """Calls `listener(user_id, run_id)` once a run that ended here has outlived
+        DOCGEN_RUN_TTL_S: what is kept about it elsewhere in this process can go."""
+        self._on_expired.append(listener)
+
+    def _expired(self, user_id: str, run_id: str) -> None:
+        for listener in self._on_expired:
+            listener(user_id, run_id)
 
     async def open(self) -> None:
         await self._store.open(self)
@@ -328,8 +338,10 @@ class RunRegistry:
         if run.grace_timer is not None:
             run.grace_timer.cancel()
             run.grace_timer = None
+        loop = asyncio.get_running_loop()
         keep_s = self._store.keep_ended_s
         if keep_s > 0:
-            asyncio.get_running_loop().call_later(keep_s, self._runs.pop, run.run_id, None)
+            loop.call_later(keep_s, self._runs.pop, run.run_id, None)
         elif self._runs.get(run.run_id) is run:
             del self._runs[run.run_id]  # the store keeps it: find() reads it from there
+        loop.call_later(self._settings.run_ttl_s, self._expired, run.user_id, run.run_id)
