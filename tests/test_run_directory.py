@@ -5,19 +5,12 @@ per run used to stay for the life of the process, on both run-log backends."""
 from __future__ import annotations
 
 import grpc
-from docgen.v1 import generator_pb2, generator_pb2_grpc, outline_pb2
+from docgen.v1 import generator_pb2, generator_pb2_grpc
 
-from tests.support.stack import OUTLINE_3, start_stack, wait_for
+from tests.support.stack import start_stack, wait_for
+from tests.test_event_stream import outline_message
 
 RUN_TTL_S = 0.5
-
-
-def outline() -> outline_pb2.Outline:
-    return outline_pb2.Outline(
-        document_id=OUTLINE_3["document_id"],
-        title=OUTLINE_3["title"],
-        sections=[outline_pb2.OutlineSection(**s) for s in OUTLINE_3["sections"]],
-    )
 
 
 async def test_an_expired_run_leaves_the_directory_without_being_listed(
@@ -31,7 +24,7 @@ async def test_an_expired_run_leaves_the_directory_without_being_listed(
             users = [f"once-{i}" for i in range(3)]
             for user in users:
                 request = generator_pb2.StartRunRequest(
-                    outline=outline(), user_id=user, request_id="r1"
+                    outline=outline_message(), user_id=user, request_id="r1"
                 )
                 events = [response async for response in stub.StartRun(request, timeout=30)]
                 assert events[-1].event.HasField("run_end")
