@@ -294,7 +294,7 @@ def generator_environment(llm: LLMProcess, address: str, summary_addr: str) -> d
         # Runs of abandoned streams end soon and finished runs leave memory soon, so one
         # scenario does not weigh on the next, and the soak's windows (~25 s each) do not
         # overlap: with 20 s, a window's 200 runs were still held while the next window's
-        # were written, and the soak's RSS grew by that high-water mark (+14 % on 29 Nov).
+        # were written, a high-water mark the soak's RSS growth (+14 % on 29 Nov) included.
         # The bench never resumes a run.
         "DOCGEN_RUN_GRACE_S": "2",
         "DOCGEN_RUN_TTL_S": "5",
