@@ -68,11 +68,17 @@ async def compare(streams: int, rounds: int, variants: dict[str, dict[str, str]]
                     "p50_ms": summary["delay_ms"]["p50"],
                     "p99_ms": summary["delay_ms"]["p99"],
                     "flow": result.flow(30),
+                    "edge_threads_us": summary["cpu"]["edge"]["threads_us_per_token"],
+                    "generator_threads_us": summary["cpu"]["generator"]["threads_us_per_token"],
                 }
                 rows[name].append(row)
                 print(round_, name, row, flush=True)
         medians = {
-            name: {k: statistics.median(r[k] for r in runs if r[k] is not None) for k in runs[0]}
+            name: {
+                k: statistics.median(r[k] for r in runs if r[k] is not None)
+                for k in runs[0]
+                if not k.endswith("_threads_us")  # per round only
+            }
             for name, runs in rows.items()
         }
         return {"streams": streams, "rounds": rows, "median": medians}

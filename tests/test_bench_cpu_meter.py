@@ -10,9 +10,11 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import psutil
+import uvloop
 
 from bench.load import CpuMeter
 from bench.report import _threads_cell
+from bench.wakeups import cpu_per_wakeup
 
 
 def test_cpu_per_token_is_split_by_thread_name() -> None:
@@ -49,3 +51,10 @@ def test_the_report_names_each_process_busiest_threads() -> None:
     }
     cell = _threads_cell(cpu, ("edge", "generator"), top=2)
     assert cell == "edge: main 120, default-executo 9; generator: main 150, grpc_global_tim 60"
+
+
+def test_the_wakeup_probe_wakes_at_its_rate_and_charges_cpu_to_each() -> None:
+    wakeups, cpu_s = uvloop.run(cpu_per_wakeup(100, 0.3))
+    # Late wake-ups catch up (no sleep when behind), so the count follows the clock.
+    assert 28 <= wakeups <= 31, wakeups
+    assert 0 < cpu_s < 0.01
