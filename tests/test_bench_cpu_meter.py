@@ -41,7 +41,10 @@ def test_cpu_per_token_is_split_by_thread_name() -> None:
     by_thread = report["threads_us_per_token"]
     assert next(iter(by_thread)) == "spinner", by_thread  # largest first
     assert by_thread["spinner"] > by_thread.get("main", 0.0)
-    assert sum(by_thread.values()) <= report["us_per_token"] + 1
+    # Most of the process's CPU is charged to the spinner. Not all, and the split does not add
+    # up exactly: the kernel reports the process's and each thread's CPU separately, each
+    # adjusted to stay monotonic (330 µs split against 380 µs total was seen).
+    assert by_thread["spinner"] >= 0.5 * report["us_per_token"], (by_thread, report)
 
 
 def test_the_report_names_each_process_busiest_threads() -> None:
