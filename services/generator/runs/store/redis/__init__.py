@@ -15,8 +15,10 @@ Keys of one run (`{run_id}` is a cluster hash tag: a run's keys share a slot):
 
 No event is lost or written twice: appends are a Lua script that checks the caller still holds
 the lease and then XADDs with explicit ids `0-<seq>`, which Redis refuses unless they follow the
-stream's last one. A writer told that it lost the lease stops at once; its unstored events are
-dropped (nobody saw them) and the new writer restarts the section that was being written.
+stream's last one. A retry after a lost reply skips the events already stored, once it has
+checked they are the same bytes. A writer told that it lost the lease stops at once; its
+unstored events are dropped (nobody saw them) and the new writer restarts the section that was
+being written.
 
 Modules: `keys.py` (this layout and the scripts), `store.py` (`RedisRunStore`: create, store,
 lookup, followers), `log.py` (`RedisRunLog`, a writer's queue of appends), `reader.py`

@@ -25,9 +25,11 @@ TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
 
 # KEYS: events, meta, lease, active set. ARGV: token, run id, first seq, n, n payloads,
 # m, m field/value pairs of state, final status ('' while running), ttl ms, orphan ttl ms.
-# Returns the last stored seq, or -1 when the caller does not hold the lease. A batch whose
-# last event is already the stream's last one is a retry of a batch that was stored (its reply
-# was lost): nothing is written twice. Any other overlap fails in XADD before writing anything.
+# Returns the last stored seq, or -1 when the caller does not hold the lease. A batch that
+# starts with events the stream already has is a retry after a lost reply (the writer queued
+# more events meanwhile, so the retry can be longer): the stored ones are skipped if they are
+# byte for byte the same, and nothing is written twice. A stored event that differs from its
+# retry, or a stream already past the batch, fails the script before anything is written.
 APPEND_SCRIPT = """
 if redis.call('GET', KEYS[3]) ~= ARGV[1] then return -1 end
 local first = tonumber(ARGV[3])
@@ -35,8 +37,20 @@ local n = tonumber(ARGV[4])
 local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local top_seq = 0
 if top[1] then top_seq = tonumber(string.match(top[1][1], '%-(%d+)$')) end
-if top_seq == first + n - 1 then return top_seq end
-for i = 1, n do
+local skip = 0
+if top_seq >= first then
+  if top_seq > first + n - 1 then
+    return redis.error_reply('ERR the run log is already past this batch')
+  end
+  local stored = redis.call('XRANGE', KEYS[1], '0-' .. first, '0-' .. top_seq)
+  for i, entry in ipairs(stored) do
+    if entry[2][2] ~= ARGV[4 + i] then
+      return redis.error_reply('ERR a stored event differs from its retry')
+    end
+  end
+  skip = top_seq - first + 1
+end
+for i = skip + 1, n do
   redis.call('XADD', KEYS[1], '0-' .. (first + i - 1), 'e', ARGV[4 + i])
 end
 local k = 5 + n
