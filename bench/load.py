@@ -101,11 +101,14 @@ class CpuMeter:
         for tid, seconds in self._thread_cpu(process).items():
             thread = self._thread_name(process, tid)
             spent[thread] = spent.get(thread, 0.0) + seconds - before.get(tid, 0.0)
-        return {
-            thread: round(seconds / tokens * 1e6, 1)
-            for thread, seconds in sorted(spent.items(), key=lambda item: item[1], reverse=True)
-            if seconds > 0
-        }
+        return largest_first(
+            {thread: round(s / tokens * 1e6, 1) for thread, s in spent.items() if s > 0}
+        )
+
+
+def largest_first(values: dict[str, float]) -> dict[str, float]:
+    """The same mapping, ordered by value, largest first."""
+    return dict(sorted(values.items(), key=lambda item: item[1], reverse=True))
 
 
 async def quiesce(

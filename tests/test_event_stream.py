@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
-from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
+from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
 from services.generator.event_batches import MAX_BATCH_EVENTS
 from services.generator.event_stream import EventStream
 from services.generator.server import GeneratorServer
 from tests.support.scripted_llm import Reply, ScriptedLLM, words
-from tests.support.stack import OUTLINE_3, Stack, start_edge, start_stack, wait_for
+from tests.support.stack import OUTLINE_3, Stack, outline_message, start_edge, start_stack, wait_for
 
 TEXT = " ".join(f"Sentence {i} of the section goes on here." for i in range(12))
 # The frame fields that differ between two runs of the same outline (and timings: `*_ms`).
@@ -27,14 +27,6 @@ RUN_SPECIFIC = {"run_id", "started_at", "request_id", "ts"}
 
 def slow_llm(token_delay_s: float = 0.01) -> ScriptedLLM:
     return ScriptedLLM(lambda n, body: Reply(tokens=words(TEXT), token_delay_s=token_delay_s))
-
-
-def outline_message() -> outline_pb2.Outline:
-    return outline_pb2.Outline(
-        document_id=OUTLINE_3["document_id"],
-        title=OUTLINE_3["title"],
-        sections=[outline_pb2.OutlineSection(**s) for s in OUTLINE_3["sections"]],
-    )
 
 
 def event(seq: int, text: str = "x") -> events_pb2.RunEvent:

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from docgen.v1 import generator_pb2, generator_pb2_grpc, outline_pb2
+from docgen.v1 import generator_pb2, generator_pb2_grpc
 
-from tests.support.stack import OUTLINE_3, Stack, start_stack
+from tests.support.stack import OUTLINE_3, Stack, outline_message, start_stack
 
 
 @pytest.fixture
@@ -16,14 +16,6 @@ async def stack(runlog_url: str | None) -> AsyncIterator[Stack]:
     stack = await start_stack(runlog_url=runlog_url)
     yield stack
     await stack.close()
-
-
-def outline_message() -> outline_pb2.Outline:
-    return outline_pb2.Outline(
-        document_id=OUTLINE_3["document_id"],
-        title=OUTLINE_3["title"],
-        sections=[outline_pb2.OutlineSection(**s) for s in OUTLINE_3["sections"]],
-    )
 
 
 async def test_grpc_consumer_gets_the_same_event_sequence_as_a_websocket_client(

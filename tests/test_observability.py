@@ -240,7 +240,7 @@ async def test_opentelemetry_spans_reach_an_otlp_collector_when_configured() -> 
         )
         from docgen.v1 import generator_pb2, generator_pb2_grpc
 
-        from tests.test_grpc_generator import outline_message
+        from tests.support.stack import outline_message
 
         async with grpc.aio.insecure_channel(generator_addr) as channel:
             stub = generator_pb2_grpc.GeneratorServiceStub(channel)

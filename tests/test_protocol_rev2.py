@@ -12,22 +12,14 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc, outline_pb2
+from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
 
 from services.common.outlines import outline_from_json
 from services.edge.frames import REFUSAL_CLOSE_CODES
 from tests.support.scripted_llm import Reply, ScriptedLLM
-from tests.support.stack import OUTLINE_3, Stack, sections_text, start_stack
+from tests.support.stack import OUTLINE_3, Stack, outline_message, sections_text, start_stack
 
 PAGE_ORIGIN = "http://page.example"
-
-
-def outline_message(outline: dict[str, Any] = OUTLINE_3) -> outline_pb2.Outline:
-    return outline_pb2.Outline(
-        document_id=outline["document_id"],
-        title=outline["title"],
-        sections=[outline_pb2.OutlineSection(**s) for s in outline["sections"]],
-    )
 
 
 # --- refusals a browser can read ------------------------------------------------------------

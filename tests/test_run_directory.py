@@ -7,8 +7,7 @@ from __future__ import annotations
 import grpc
 from docgen.v1 import generator_pb2, generator_pb2_grpc
 
-from tests.support.stack import start_stack, wait_for
-from tests.test_event_stream import outline_message
+from tests.support.stack import outline_message, start_stack, wait_for
 
 RUN_TTL_S = 0.5
 

@@ -8,7 +8,14 @@ import asyncio
 import statistics
 from typing import Any
 
-from bench.load import CpuMeter, LoadResult, measure_direct_streams, measure_edge_streams, quiesce
+from bench.load import (
+    CpuMeter,
+    LoadResult,
+    largest_first,
+    measure_direct_streams,
+    measure_edge_streams,
+    quiesce,
+)
 from bench.scenarios import Context
 from bench.stats import repeated
 
@@ -29,9 +36,7 @@ def cpu_medians(results: list[LoadResult]) -> dict[str, Any]:
         by_thread = {
             t: round(statistics.median(b.get(t, 0.0) for b in threads), 1) for t in names_seen
         }
-        entry["threads_us_per_token"] = dict(
-            sorted(by_thread.items(), key=lambda item: item[1], reverse=True)
-        )
+        entry["threads_us_per_token"] = largest_first(by_thread)
         medians[name] = entry
     return medians
 

@@ -91,7 +91,7 @@ class ExtractiveSummarizer:
             raise ValueError(f"budget_words must be at least 1, got {budget_words}")
         self.budget_words = budget_words
         self.language = sentence_rules(language)  # InvalidLanguage (ValueError) for a non-tag
-        self._ranker = SentenceRanker(language)
+        self._ranker = SentenceRanker(self.language)
 
     def _for_language(self, language: str | None) -> ExtractiveSummarizer:
         """This summarizer with the sentence rules and stop words of `language` (a BCP 47 tag

@@ -123,7 +123,7 @@ class SentenceRanker:
         # sentencex (Wikimedia's segmenter, in Rust) keeps the text verbatim: its segments join
         # back to it. It replaced pysbd, which took ~60 % of an update (23 ms for a 600-token
         # section, against 0.2 ms) and split after "Sr." and "p. ej." in Spanish.
-        for segment_text in self._mend(list(segment(self.language, text))):
+        for segment_text in self._mend(segment(self.language, text)):
             # Segments can span single newlines; one line per sentence keeps headings, list
             # items and table rows apart.
             for line in segment_text.splitlines():
@@ -141,7 +141,7 @@ class SentenceRanker:
                     sentences.append(fragment)
         return sentences
 
-    def _mend(self, segments: list[str]) -> list[str]:
+    def _mend(self, segments: Iterable[str]) -> list[str]:
         """The segmenter's segments, with a split after an abbreviation it does not know undone
         (`ends_with_abbreviation`'s lists); segments keep their trailing white space, so
         joining two gives the text back."""

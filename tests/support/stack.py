@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import jwt
 from aiohttp import web
+from docgen.v1 import outline_pb2
 
 from services.edge.app import create_app, edge_site, server_options
 from services.edge.auth import mint_dev_token
@@ -98,6 +99,15 @@ class ProtocolClient:
     async def close(self) -> None:
         await self.ws.close()
         await self.session.close()
+
+
+def outline_message(outline: dict[str, Any] = OUTLINE_3) -> outline_pb2.Outline:
+    """An outline in the fixture format (`OUTLINE_3` by default) as the gRPC message."""
+    return outline_pb2.Outline(
+        document_id=outline["document_id"],
+        title=outline["title"],
+        sections=[outline_pb2.OutlineSection(**s) for s in outline["sections"]],
+    )
 
 
 @dataclass
