@@ -184,8 +184,31 @@ async def test_a_section_cut_by_the_hard_cap_still_says_length() -> None:
     finally:
         await stack.close()
     assert section_end(frames, "fees")["finish_reason"] == "length"
-    assert sections_text(frames)["fees"] == " ".join(endless).replace("  ", " ")
+    # No sentence ended after the hold began (at 0.9 x the target): the section still ends
+    # on a whole word; the last token, perhaps half a word, is dropped.
+    assert sections_text(frames)["fees"] == "".join(endless[:-1])
     assert llm.requests[0].body["max_tokens"] == 10
+
+
+CUT = "Las estaciones se pagan con las cuotas. Los usuarios eligen la tarifa y el que quiera ahor"
+
+
+async def test_a_section_cut_by_the_hard_cap_ends_after_its_last_whole_sentence() -> None:
+    # Seen on the bundled model: a Spanish section hit its hard cap mid-word ("... ahor").
+    llm = ScriptedLLM(lambda _n, _body: Reply(tokens=words(CUT), finish_reason="length"))
+    stack = await start_stack(llm)
+    try:
+        client = await stack.connect()
+        sections = [{"id": "cuotas", "title": "Cuotas", "target_tokens": 8}]
+        await client.send({"type": "generate", "outline": outline(sections, "Bicis")})
+        frames = await client.run_to_end()
+    finally:
+        await stack.close()
+    text = sections_text(frames)["cuotas"]
+    assert text == "Las estaciones se pagan con las cuotas."
+    end = section_end(frames, "cuotas")
+    assert end["finish_reason"] == "length"
+    assert end["text_sha256"] == hashlib.sha256(text.encode()).hexdigest()
 
 
 SPANISH_TEXT = (

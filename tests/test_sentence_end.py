@@ -1,11 +1,12 @@
 """Where a section may end once past its target: after a whole sentence, never inside an
-abbreviation, a number or a list marker, in English and in Spanish."""
+abbreviation, a number or a list marker, in English and in Spanish; and how its last sentences
+are held back so a section cut at its hard cap still ends on a whole sentence."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.common.sentence_end import SentenceStop, ends_sentence
+from services.common.sentence_end import MAX_HELD_CHARS, SentenceStop, SentenceTail, ends_sentence
 
 
 @pytest.mark.parametrize(
@@ -48,3 +49,51 @@ def test_the_stop_waits_for_the_target_then_the_sentence_end() -> None:
     assert not stop.should_stop(9, "Bikes help.", " They")
     assert stop.should_stop(10, "Bikes help.", " They")
     assert not stop.should_stop(11, "Bikes help", " and")
+
+
+def feed_all(tail: SentenceTail, deltas: list[str]) -> list[str]:
+    return [tail.feed(produced, delta) for produced, delta in enumerate(deltas)]
+
+
+def test_before_the_hold_every_delta_goes_out_as_it_comes() -> None:
+    tail = SentenceTail(hold_from_tokens=10)
+    assert feed_all(tail, ["Bikes", " help", " cities"]) == ["Bikes", " help", " cities"]
+    assert tail.finish(cut=True) == ""
+
+
+def test_past_the_hold_text_goes_out_a_sentence_or_a_line_at_a_time() -> None:
+    tail = SentenceTail(hold_from_tokens=1)
+    released = feed_all(
+        tail, ["Bikes", " help.", " Docks", " cost", " money,", " e.g.", " vans.\n", "- Fees"]
+    )
+    # "help." ends a sentence once the space after it arrives; "e.g." does not; a line break
+    # releases what precedes it.
+    assert released == ["Bikes", "", " help.", "", "", "", " Docks cost money, e.g. vans.", ""]
+    assert tail.held == "\n- Fees"
+    assert tail.finish(cut=False) == "\n- Fees"
+
+
+def test_a_cut_after_a_whole_sentence_drops_the_unfinished_one() -> None:
+    tail = SentenceTail(hold_from_tokens=0)
+    released = "".join(feed_all(tail, ["El", " precio", " sube.", " Es", " el", " que", " quier"]))
+    assert released == "El precio sube."
+    assert tail.finish(cut=True) == ""
+
+
+def test_a_cut_with_no_sentence_end_since_the_hold_ends_on_a_whole_word() -> None:
+    tail = SentenceTail(hold_from_tokens=2)
+    released = "".join(feed_all(tail, ["and", " the", " docks", " and", " the", " va"]))
+    assert released == "and the"
+    assert tail.finish(cut=True) == " docks and the"
+
+
+def test_a_run_on_is_held_no_longer_than_the_bound() -> None:
+    tail = SentenceTail(hold_from_tokens=0)
+    word = " " + "x" * 99
+    released = ""
+    for produced in range(30):  # 3,000 characters, no sentence end, no line break
+        released += tail.feed(produced, word)
+        assert len(tail.held) <= MAX_HELD_CHARS
+    # What went out ends on a whole word, and nothing was lost or reordered.
+    assert released and released.endswith("x" * 99) and not released.endswith(word + "x")
+    assert released + tail.finish(cut=False) == word * 30

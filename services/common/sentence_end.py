@@ -80,3 +80,100 @@ class SentenceStop:
         return produced_tokens >= self.target_tokens and ends_sentence(
             text, next_delta, self.language
         )
+
+
+HOLD_FROM_SHARE = 0.9
+"""Share of the target past which a section's text is released a whole sentence at a time."""
+MAX_HELD_CHARS = 2000
+"""A run-on longer than this goes out up to its last white space without waiting for its end
+(held text is bounded, and reaches the reader at least a few lines at a time)."""
+_CONTEXT_CHARS = 80
+"""Text before a candidate boundary that is enough to tell a sentence end (`ends_sentence`)."""
+
+
+class SentenceTail:
+    """Near its target, a section's text goes out a whole sentence (or line) at a time, so a
+    section the LLM cuts at its hard cap (`max_tokens`, finish reason `length`) ends after its
+    last whole sentence instead of mid-word ("... el que quierá ahor", seen on the bundled
+    model). Before `hold_from_tokens` every delta goes out as it comes; past it, text waits
+    until a sentence end or a line break follows it. The cost is confined to the end of a
+    section: its last sentences arrive whole rather than token by token."""
+
+    def __init__(self, hold_from_tokens: int, language: str = "en") -> None:
+        self.hold_from_tokens = hold_from_tokens
+        self.language = language
+        self._held: list[str] = []
+        self._held_chars = 0
+        self._context = ""
+        """The last `_CONTEXT_CHARS` of the text written so far (released and held)."""
+        self._released_any = False
+        self._at_boundary = False
+        """Whether the text released so far ends at a sentence end or a line break."""
+
+    @property
+    def held(self) -> str:
+        return "".join(self._held)
+
+    def feed(self, produced_tokens: int, text: str) -> str:
+        """What of `text` (and of what was held before it) to release now."""
+        context = self._context
+        self._context = (context + text)[-_CONTEXT_CHARS:]
+        if produced_tokens < self.hold_from_tokens and not self._held:
+            self._released(text, at_boundary=False)
+            return text
+        # Only positions inside the new text can be boundaries: the held text has none.
+        for position in range(len(text) - 1, -1, -1):
+            char = text[position]
+            if char == "\n" or (
+                char.isspace() and ends_sentence(context + text[:position], char, self.language)
+            ):
+                # The white space stays held: a section cut after this ends on its full stop.
+                released = self._take() + text[:position]
+                self._hold(text[position:])
+                self._released(released, at_boundary=True)
+                return released
+        self._hold(text)
+        if self._held_chars <= MAX_HELD_CHARS:
+            return ""
+        held = self._take()
+        cut_at = _last_space(held)
+        released, rest = (held[:cut_at], held[cut_at:]) if cut_at > 0 else (held, "")
+        self._hold(rest)
+        self._released(released, at_boundary=False)
+        return released
+
+    def _hold(self, text: str) -> None:
+        if text:
+            self._held.append(text)
+            self._held_chars += len(text)
+
+    def _take(self) -> str:
+        held = "".join(self._held)
+        self._held.clear()
+        self._held_chars = 0
+        return held
+
+    def _released(self, text: str, *, at_boundary: bool) -> None:
+        if text:
+            self._released_any = True
+            self._at_boundary = at_boundary
+        elif at_boundary:
+            self._at_boundary = self._released_any
+
+    def finish(self, *, cut: bool) -> str:
+        """What is left to release when the stream ends. A natural end (`cut` False) releases
+        everything held. A cut at the hard cap drops the unfinished sentence if the text
+        released so far ends a sentence; otherwise (no sentence ended since the hold began)
+        it releases the held text up to its last white space, so the section at least ends
+        on a whole word."""
+        held = self._take()
+        if not cut:
+            return held
+        if self._at_boundary:
+            return ""
+        return held[: _last_space(held)].rstrip() if _last_space(held) > 0 else ""
+
+
+def _last_space(text: str) -> int:
+    """The index of the last white space in `text` (-1 without one)."""
+    return max(text.rfind(" "), text.rfind("\t"), text.rfind("\n"))

@@ -5,7 +5,9 @@ the JSON itself: the typed stream parser costs ~7x more CPU per token (see DESIG
 
 Given a `SectionShape`, the text is shaped on its way: scaffolding the model echoes is filtered
 out (services/generator/scaffolding.py) and the stream is ended at the first sentence end once
-the target length is reached (services/common/sentence_end.py), closing the LLM request.
+the target length is reached (services/common/sentence_end.py), closing the LLM request; near
+the target the text goes out a whole sentence at a time, so a section the LLM cuts at its hard
+cap still ends after a whole sentence.
 
 Exceptions:
     LLMError                 -- base; `code` is the stable error code sent to clients
@@ -17,6 +19,7 @@ Exceptions:
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +34,7 @@ from services.common.chat_stream import (
     decode_line,
     final_finish_reason,
 )
-from services.common.sentence_end import SentenceStop
+from services.common.sentence_end import HOLD_FROM_SHARE, SentenceStop, SentenceTail
 from services.common.sse_lines import split_lines
 from services.generator.scaffolding import ScaffoldingFilter
 
@@ -211,8 +214,13 @@ class SectionWriter:
         sentence_stop = (
             SentenceStop(shape.target_tokens, shape.language) if shape is not None else None
         )
+        sentence_tail = (
+            SentenceTail(math.ceil(HOLD_FROM_SHARE * shape.target_tokens), shape.language)
+            if shape is not None
+            else None
+        )
         ended_at_sentence = False
-        tail = ""  # the end of the text released so far, for the sentence-end check
+        tail = ""  # the end of the text written so far (released or held), for the stop
         stop = list(shape.stop) if shape is not None and shape.stop else None
         usage_tokens: int | None = None
         finish_reason: str | None = None
@@ -280,9 +288,12 @@ class SectionWriter:
                                 else chunk.content
                             )
                             if text:
-                                parts.append(text)
                                 tail = (tail + text)[-80:]
-                                on_delta(text)
+                                if sentence_tail is not None:
+                                    text = sentence_tail.feed(deltas, text)
+                                if text:
+                                    parts.append(text)
+                                    on_delta(text)
                         if chunk.finish_reason:
                             finish_reason = chunk.finish_reason
                 if ended_at_sentence:
@@ -297,11 +308,13 @@ class SectionWriter:
             raise
         except _READ_ERRORS as error:
             raise _translate(error, started=stream_open, partial_text="".join(parts)) from error
-        if scaffolding is not None:
-            rest = scaffolding.flush()
-            if rest:
-                parts.append(rest)
-                on_delta(rest)
+        rest = scaffolding.flush() if scaffolding is not None else ""
+        if sentence_tail is not None:
+            rest = sentence_tail.feed(deltas, rest) if rest else ""
+            rest += sentence_tail.finish(cut=finish_reason == "length")
+        if rest:
+            parts.append(rest)
+            on_delta(rest)
         return SectionText(
             text="".join(parts),
             finish_reason=finish_reason,
