@@ -1,6 +1,7 @@
 """A fast stand-in LLM for the relay benchmark: an OpenAI-compatible chat-completions server that
 streams `max_tokens` tokens at a fixed rate, each token carrying its send time as `|<unix s>`,
-so a client's receive time minus that stamp is the relay delay through every hop in between.
+so a client's receive time minus that stamp is the relay delay through every hop in between. A
+prompt that says "stream N tokens" (the bench's section brief) gets at most N.
 
 Run: `python -m bench.stamping_llm --port 8090 --tokens-per-s 30`.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -37,6 +39,8 @@ WORDS = (
     " slice",
 )
 MODEL = "stamping"
+STREAM_TOKENS = re.compile(r"stream (\d+) tokens")
+"""How a prompt asks for a stream's length (bench/wsclient.py's one-section outline)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,9 @@ class _HttpProtocol(asyncio.Protocol):
         try:
             request = json.loads(body or b"{}")
             tokens = int(request.get("max_tokens") or self._config.default_tokens)
+            asked = STREAM_TOKENS.search(json.dumps(request.get("messages") or []))
+            if asked:  # the bench's brief names the stream's length (bench/wsclient.py)
+                tokens = min(tokens, int(asked.group(1)))
         except (ValueError, TypeError):
             self._reply("400 Bad Request", {"error": {"message": "bad JSON body"}}, keep_alive)
             return

@@ -21,7 +21,7 @@ import aiohttp
 
 from bench.processes import BENCH_JWT_SECRET
 from services.edge.auth import mint_dev_token
-from services.generator.settings import GeneratorSettings
+from services.common.sentence_end import HOLD_FROM_SHARE
 
 SUBPROTOCOL = "docgen.v1"
 # A masked close frame with code 1000, as a client must send it (RFC 6455 §5.3).
@@ -81,14 +81,18 @@ async def open_idle_socket(host: str, port: int, jwt: str) -> asyncio.StreamWrit
 
 
 def one_section_outline(index: int, tokens: int) -> dict[str, Any]:
-    """A one-section outline whose run streams about `tokens` tokens from the stamping LLM:
-    its words never end a sentence, so the section runs to the generator's hard cap,
-    `DOCGEN_SECTION_HEADROOM` (default) x `target_tokens`."""
-    target = max(1, math.floor(tokens / GeneratorSettings.section_headroom))
+    """A one-section outline whose run streams `tokens` tokens from the stamping LLM: its brief
+    asks for that many (bench/stamping_llm.py), and its words never end a sentence. The target
+    is set past them, so neither the generator's sentence stop (at the target) nor its
+    whole-sentence hold (from 0.9 x the target, services/common/sentence_end.py) shapes a
+    bench stream: every token is relayed as it comes, which is what the relay measures."""
+    target = math.ceil(tokens / HOLD_FROM_SHARE) + 1
     return {
         "document_id": f"bench-{index}",
         "title": "Bench stream",
-        "sections": [{"id": "s1", "title": "Relay", "brief": "tokens", "target_tokens": target}],
+        "sections": [
+            {"id": "s1", "title": "Relay", "brief": f"stream {tokens} tokens", "target_tokens": target}
+        ],
     }
 
 

@@ -5,12 +5,15 @@ speaking OpenAI's streaming format."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
 
+from services.common.chat_stream import END_OF_STREAM, decode_line
 from services.common.llm_client import LLMHttpSettings, openai_client
+from services.common.sse_lines import body_reader, split_lines
 from services.generator.section_writer import (
     LLMStreamFailed,
     LLMUnavailable,
@@ -104,3 +107,56 @@ async def test_a_refusing_or_absent_server_is_unavailable(llm: ScriptedLLM, tran
     await runner.cleanup()
     with pytest.raises(LLMUnavailable, match="unreachable"):
         await _write(f"http://127.0.0.1:{port}/v1", transport, "write", [])
+
+
+async def _read_mode_and_lines(base_url: str, transport: str) -> tuple[str, list[str]]:
+    """How `body_reader` reads a real streaming response of the `openai` client, and what."""
+    client = openai_client(
+        base_url=base_url,
+        api_key="test",
+        timeout=5.0,
+        transport=transport,  # type: ignore[arg-type]
+    )
+    try:
+        async with client.chat.completions.with_streaming_response.create(
+            model="scripted", messages=[{"role": "user", "content": "write"}], stream=True
+        ) as response:
+            read, mode = body_reader(response)
+            return mode, [line async for line in split_lines(read) if line]
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(("transport", "mode"), [("aiohttp", "aiohttp"), ("httpx", "iter_bytes")])
+async def test_the_aiohttp_transport_is_read_at_its_stream_reader(
+    llm: ScriptedLLM, transport: str, mode: str
+) -> None:
+    # If an openai upgrade moves aiohttp's reader, this fails instead of every token quietly
+    # paying for five more async generators (services/common/sse_lines.py).
+    read_mode, lines = await _read_mode_and_lines(llm.base_url, transport)
+    assert read_mode == mode
+    assert [decode_line(line) for line in lines][-1] == END_OF_STREAM
+    assert "".join(c.content for c in map(decode_line, lines) if c is not None) == (
+        "Héllo wörld — 日本."
+    )
+
+
+async def test_a_compressed_body_is_read_through_the_client_which_decodes_it() -> None:
+    body = b'data: {"choices":[{"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'
+    body += b"data: [DONE]\n\n"
+
+    async def handle(_request: web.Request) -> web.Response:
+        return web.Response(
+            body=gzip.compress(body),
+            headers={"Content-Type": "text/event-stream", "Content-Encoding": "gzip"},
+        )
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handle)
+    runner, port = await serve_on_free_port(app)
+    try:
+        mode, lines = await _read_mode_and_lines(f"http://127.0.0.1:{port}/v1", "aiohttp")
+    finally:
+        await runner.cleanup()
+    assert mode == "iter_bytes"
+    assert lines == body.decode().split("\n\n")[:2]

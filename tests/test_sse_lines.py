@@ -19,7 +19,15 @@ async def _chunks(data: bytes, cuts: list[int]) -> AsyncIterator[bytes]:
 
 
 async def _lines(data: bytes, cuts: list[int]) -> list[str]:
-    return [line async for line in split_lines(_chunks(data, cuts))]
+    chunks = _chunks(data, cuts)
+
+    async def read() -> bytes:
+        async for chunk in chunks:
+            if chunk:
+                return chunk
+        return b""
+
+    return [line async for line in split_lines(read)]
 
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30)

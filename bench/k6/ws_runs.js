@@ -47,7 +47,14 @@ export default function () {
       outline: {
         document_id: `k6-${__VU}-${__ITER}`,
         title: 'k6 stream',
-        sections: [{ id: 's1', title: 'Relay', brief: 'tokens', target_tokens: sectionTokens }],
+        // The brief asks the stamping LLM for the stream's length; the target lies past it, so
+        // the generator's sentence stop and whole-sentence hold never shape it (bench/wsclient.py).
+        sections: [{
+          id: 's1',
+          title: 'Relay',
+          brief: `stream ${sectionTokens} tokens`,
+          target_tokens: Math.ceil(sectionTokens / 0.9) + 1,
+        }],
       },
     }));
   };

@@ -5,7 +5,7 @@ client's typed stream parser per token (DESIGN.md)."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import aiohttp
 import openai
@@ -38,8 +38,10 @@ class ChatStreamError(Exception):
 SECTION_FINISH_REASONS = frozenset({"stop", "length", "content_filter"})
 
 
-@dataclass(frozen=True, slots=True)
-class ChatChunk:
+class ChatChunk(NamedTuple):
+    """One decoded chunk (a named tuple: built once per token, it costs a quarter of a frozen
+    dataclass)."""
+
     content: str = ""
     """Text to append ("" when the chunk carries none)."""
     finish_reason: str | None = None
@@ -69,15 +71,22 @@ def decode_line(line: str) -> ChatChunk | None:
         raise ChatStreamError(f"the LLM reported an error mid-stream: {chunk['error']}")
     usage = chunk.get("usage")
     completion_tokens = usage.get("completion_tokens") if usage else None
-    content = ""
-    finish_reason = None
-    for choice in chunk.get("choices") or ():
-        content += (choice.get("delta") or {}).get("content") or ""
-        finish_reason = choice.get("finish_reason") or finish_reason
+    choices = chunk.get("choices")
+    if not choices:
+        content, finish_reason = "", None
+    elif len(choices) == 1:  # the usual case, once per token
+        choice = choices[0]
+        content = (choice.get("delta") or {}).get("content") or ""
+        finish_reason = choice.get("finish_reason")
+    else:
+        content, finish_reason = "", None
+        for choice in choices:
+            content += (choice.get("delta") or {}).get("content") or ""
+            finish_reason = choice.get("finish_reason") or finish_reason
     return ChatChunk(
-        content=content,
-        finish_reason=finish_reason,
-        completion_tokens=int(completion_tokens) if completion_tokens is not None else None,
+        content,
+        finish_reason or None,
+        int(completion_tokens) if completion_tokens is not None else None,
     )
 
 

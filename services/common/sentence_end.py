@@ -84,9 +84,9 @@ class SentenceStop:
 
 HOLD_FROM_SHARE = 0.9
 """Share of the target past which a section's text is released a whole sentence at a time."""
-MAX_HELD_CHARS = 2000
-"""A run-on longer than this goes out up to its last white space without waiting for its end
-(held text is bounded, and reaches the reader at least a few lines at a time)."""
+MAX_HELD_CHARS = 600
+"""A run-on longer than this (~150 tokens, a few seconds of writing) goes out up to its last
+white space without waiting for its end: held text is bounded, and a reader never waits long."""
 _CONTEXT_CHARS = 80
 """Text before a candidate boundary that is enough to tell a sentence end (`ends_sentence`)."""
 

@@ -35,7 +35,7 @@ from services.common.chat_stream import (
     final_finish_reason,
 )
 from services.common.sentence_end import HOLD_FROM_SHARE, SentenceStop, SentenceTail
-from services.common.sse_lines import split_lines
+from services.common.sse_lines import body_reader, split_lines
 from services.generator.scaffolding import ScaffoldingFilter
 
 # A stall (our watchdog) is a TimeoutError on top of what any stream read can raise.
@@ -242,7 +242,8 @@ class SectionWriter:
             ) as response:
                 stream_open = True
                 # Lines split from the body's bytes: cheaper per token than iter_lines().
-                lines = split_lines(response.iter_bytes()).__aiter__()
+                read, _ = body_reader(response)
+                lines = split_lines(read).__aiter__()
                 loop = asyncio.get_running_loop()
                 stall = self._stall_timeout_s
                 # One stall timer for the whole stream, pushed forward lazily instead of a new
