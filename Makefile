@@ -90,8 +90,8 @@ run: $(STAMPS)/proto
 	$(BIN)/python -m tools.stack
 
 lint: $(STAMPS)/proto
-	$(BIN)/ruff check services clients tools tests scripts
-	$(BIN)/ruff format --check services clients tools tests scripts
+	$(BIN)/ruff check services clients tools tests scripts bench
+	$(BIN)/ruff format --check services clients tools tests scripts bench
 	$(BIN)/mypy
 
 $(STAMPS)/bench: pyproject.toml | $(STAMPS)/local-llm

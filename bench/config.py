@@ -34,7 +34,7 @@ class BenchConfig:
     handshake_load_streams: int = 200
     """Streams running while the handshakes are repeated under load."""
 
-    section_documents: tuple[int, ...] = (5,)
+    section_documents: tuple[int, ...] = (4,)
     """Sections per document of the bundled-model runs (their summaries give the summary
     latency). One 5-section document through the edge and the same 5 sections direct take
     ~2 minutes of the 10 the whole run may take on a quiet machine (~57 tokens/s)."""
@@ -51,12 +51,12 @@ class BenchConfig:
 
     relay_levels: tuple[int, ...] = (1, 100, 500)
     relay_repeats: int = 2
-    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 8.0})
+    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 6.0})
     """Window per repeat, by stream count; `relay_default_measure_s` for the others."""
-    relay_default_measure_s: float = 6.0
+    relay_default_measure_s: float = 5.0
 
     capacity_goal_p99_ms: float = 100.0
-    capacity_budget_s: float = 60.0
+    capacity_budget_s: float = 45.0
     """Wall-clock bound of the capacity search (each of: per delta, coalesced, scaled)."""
     capacity_measure_s: float = 5.0
     capacity_max_streams: int = 2000
@@ -69,7 +69,7 @@ class BenchConfig:
     """How long the soak lasts, in windows of `soak_window_s` with fresh runs."""
     soak_window_s: float = 20.0
 
-    scaling_budget_s: float = 60.0
+    scaling_budget_s: float = 40.0
     """Wall-clock bound of the capacity search with two edges and two generators."""
     scaling_redis_probe: bool = True
     """Also probe two of each on a shared Redis run log (a third stack to start)."""
@@ -77,12 +77,12 @@ class BenchConfig:
     memory_sockets: int = 2000
 
     k6_vus: int = 50
-    k6_duration_s: float = 20.0
+    k6_duration_s: float = 15.0
     k6_tokens: int = 150
 
     profile_streams: tuple[int, ...] = (100, 200)
     """Stream counts at which the edge and the generator are profiled."""
-    profile_s: float = 8.0
+    profile_s: float = 6.0
 
     def measure_s(self, streams: int) -> float:
         return self.relay_measure_s.get(streams, self.relay_default_measure_s)

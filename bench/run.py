@@ -137,44 +137,44 @@ async def run_all(config: BenchConfig, log_dir: Path, say: Printer) -> dict[str,
             if ctx.stack is not None:
                 await ctx.stack.stop()
             await ctx.stamping.service.stop()
-    if "sections" in chosen:
+    if "sections" in chosen or "quality" in chosen:
+        # One llama.cpp server for both: the sections scenario's forced length is a per-request
+        # `logit_bias` (its docgen stack's DOCGEN_LLM_EXTRA_BODY), not a server setting.
         llama_dir = log_dir / "bundled-llm"
-        say(f"starting the bundled llama.cpp server and docgen (logs in {llama_dir})")
+        say(f"starting the bundled llama.cpp server (logs in {llama_dir})")
         try:
-            ctx.llama_extra_body = {"logit_bias": end_of_sequence_bias()}
             ctx.llama = await start_bundled_llm(llama_dir)
-            ctx.llama_stack = await start_docgen(
-                ctx.llama, llama_dir, generator_env={"DOCGEN_LLM_EXTRA_BODY": ctx.llama_extra_body}
-            )
+            if "sections" in chosen:
+                await _run_sections(ctx, llama_dir)
+            if "quality" in chosen:
+                await run_scenario("quality", ctx)
         except Exception as error:
             traceback.print_exc()
-            ctx.results["sections"] = {
-                "error": f"could not start the bundled model: {type(error).__name__}: {error}"[
-                    :2000
-                ]
-            }
-        else:
-            await run_scenario("sections", ctx)
+            for name in ("sections", "quality"):
+                if name in chosen and name not in ctx.results:
+                    ctx.results[name] = {
+                        "error": "could not start the bundled model: "
+                        f"{type(error).__name__}: {error}"[:2000]
+                    }
         finally:
-            if ctx.llama_stack is not None:
-                await ctx.llama_stack.stop()
             if ctx.llama is not None:
                 await ctx.llama.service.stop()
                 ctx.llama = None
-    if "quality" in chosen:
-        # Its own llama.cpp server, without the sections scenario's forced length.
-        quality_dir = log_dir / "quality-llm"
-        say(
-            "starting the bundled llama.cpp server for the quality scenario "
-            f"(logs in {quality_dir})"
-        )
-        try:
-            ctx.llama = await start_bundled_llm(quality_dir)
-            await run_scenario("quality", ctx)
-        finally:
-            if ctx.llama is not None:
-                await ctx.llama.service.stop()
     return {name: ctx.results[name] for name in SCENARIOS if name in ctx.results}
+
+
+async def _run_sections(ctx: Context, llama_dir: Path) -> None:
+    """The sections scenario, through its own docgen stack on the running llama.cpp server."""
+    assert ctx.llama is not None
+    ctx.llama_extra_body = {"logit_bias": end_of_sequence_bias()}
+    ctx.llama_stack = await start_docgen(
+        ctx.llama, llama_dir, generator_env={"DOCGEN_LLM_EXTRA_BODY": ctx.llama_extra_body}
+    )
+    try:
+        await run_scenario("sections", ctx)
+    finally:
+        await ctx.llama_stack.stop()
+        ctx.llama_stack = None
 
 
 async def run_until_signal(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 import aiohttp
 
 from bench.processes import BENCH_JWT_SECRET
-from services.edge.auth import mint_dev_token
 from services.common.sentence_end import HOLD_FROM_SHARE
+from services.edge.auth import mint_dev_token
 
 SUBPROTOCOL = "docgen.v1"
 # A masked close frame with code 1000, as a client must send it (RFC 6455 §5.3).
@@ -91,7 +91,12 @@ def one_section_outline(index: int, tokens: int) -> dict[str, Any]:
         "document_id": f"bench-{index}",
         "title": "Bench stream",
         "sections": [
-            {"id": "s1", "title": "Relay", "brief": f"stream {tokens} tokens", "target_tokens": target}
+            {
+                "id": "s1",
+                "title": "Relay",
+                "brief": f"stream {tokens} tokens",
+                "target_tokens": target,
+            }
         ],
     }
 

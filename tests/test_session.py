@@ -254,3 +254,120 @@ async def test_closing_the_socket_hangs_up_every_stream(connect: Connect) -> Non
             break
         await asyncio.sleep(0.01)
     assert generator.closed == 1
+
+
+@pytest.mark.parametrize("compress", [0, 15])
+async def test_frames_sent_at_once_or_through_the_outbox_arrive_whole_and_in_order(
+    aiohttp_client: Callable[[web.Application], Awaitable[TestClient]],
+    monkeypatch: pytest.MonkeyPatch,
+    compress: int,
+) -> None:
+    # A frame goes out at once when nothing is queued before it and the socket takes it, else
+    # through the outbox; never for a compressed socket (aiohttp may compress a big frame in a
+    # thread, and a frame sent meanwhile would overtake it).
+    sent_at_once: list[bool] = []
+    send_now = SocketSession._send_now
+
+    def spy(self: SocketSession, data: str) -> bool:
+        sent_at_once.append(send_now(self, data))
+        return sent_at_once[-1]
+
+    monkeypatch.setattr(SocketSession, "_send_now", spy)
+    chunks = 2000
+    events = run_events()[:2] + [
+        event(3 + i, section_chunk=events_pb2.SectionChunk(section_id="s1", delta=f"{i:05}" * 600))
+        for i in range(chunks)
+    ]
+    events.append(
+        event(3 + chunks, run_end=events_pb2.RunEnd(status=events_pb2.RUN_STATUS_COMPLETED))
+    )
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await SocketSession(
+            ws,
+            principal=Principal(user_id="alice", expires_at=time.time() + 3600),
+            generator=PacedGenerator(events),
+            validator=FrameValidator(),
+            settings=EdgeSettings(send_queue_frames=chunks * 2),
+            transport=request.transport,  # type: ignore[arg-type]
+        ).serve()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", handler)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/ws", compress=compress)
+    assert (await ws.receive_json())["type"] == "session"
+    await ws.send_json({"type": "generate", "request_id": "r1", "outline": OUTLINE})
+    received = [await ws.receive_json()]
+    await asyncio.sleep(0.3)  # not reading: the socket's buffers fill, frames queue
+    received += await frames_until(ws, "run_end")
+    assert [f["seq"] for f in received] == list(range(1, chunks + 4))
+    deltas = [f["delta"] for f in received if f["type"] == "section_chunk"]
+    assert deltas == [f"{i:05}" * 600 for i in range(chunks)]
+    if compress:
+        assert sent_at_once and not any(sent_at_once)
+    else:  # both ways were taken
+        assert any(sent_at_once) and not all(sent_at_once)
+
+
+class PacedGenerator(FakeGenerator):
+    """Yields its events with a pause of the event loop every few, as a live run does."""
+
+    def __init__(self, events: list[RunEvent]) -> None:
+        super().__init__()
+        self.events = events
+
+    async def _play(self) -> AsyncGenerator[RunEvent, None]:
+        for index, item in enumerate(self.events):
+            if index % 20 == 0:
+                await asyncio.sleep(0)
+            yield item
+
+
+class RecordingSocket:
+    """Stands in for the WebSocket and its transport: records what is sent at once."""
+
+    compress = 0
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.buffered = 0
+
+    async def send_str(self, data: str) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+def chunk_frame(seq: int) -> dict[str, Any]:
+    return {"v": 1, "type": "section_chunk", "seq": seq, "ts": 1, "delta": str(seq)}
+
+
+async def test_a_frame_never_overtakes_one_queued_or_being_written_before_it() -> None:
+    socket = RecordingSocket()
+    session = SocketSession(
+        socket,  # type: ignore[arg-type]
+        principal=Principal(user_id="alice", expires_at=time.time() + 3600),
+        generator=FakeGenerator(),
+        validator=FrameValidator(),
+        settings=EdgeSettings(),
+        transport=socket,  # type: ignore[arg-type]
+    )
+    session._send(chunk_frame(1))  # nothing before it: sent at once
+    assert len(socket.sent) == 1 and session._outbox.empty()
+    socket.buffered = 10  # the kernel has not taken everything: queue
+    session._send(chunk_frame(2))
+    socket.buffered = 0  # drained, but frame 2 still waits in the outbox: queue behind it
+    session._send(chunk_frame(3))
+    assert len(socket.sent) == 1 and session._outbox.qsize() == 2
+    session._outbox.get_nowait(), session._outbox.get_nowait()
+    session._writing = True  # the writer is inside a send
+    session._send(chunk_frame(4))
+    assert len(socket.sent) == 1 and session._outbox.qsize() == 1

@@ -168,6 +168,7 @@ async def serve_socket(
         settings=settings,
         verifier=app[VERIFIER],
         generator_limits=await generator_limits(app),
+        transport=request.transport,  # type: ignore[arg-type]
     )
     metrics.WS_OPEN_SOCKETS.inc()
     opened = time.monotonic()
