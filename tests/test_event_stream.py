@@ -132,6 +132,38 @@ async def test_events_pushed_while_the_writer_is_busy_leave_in_one_message() -> 
     assert await anext(messages, None) is None
 
 
+async def test_messages_are_paced_by_the_interval_and_a_lone_event_goes_at_once() -> None:
+    # Long enough that a busy machine's stalls cannot pass for pacing or defeat it.
+    interval_s = 1.0
+    stream = EventStream("s1", interval_s=interval_s)
+    messages = stream.messages()
+    await anext(messages)
+    loop = asyncio.get_running_loop()
+    # Quiet before: the first event is written at once.
+    started = loop.time()
+    stream.push("a", [event(1)])
+    first = await anext(messages)
+    assert [e.events[0].seq for e in first.entries] == [1]
+    assert loop.time() - started < interval_s / 2
+    # Events arriving within the interval after a message wait for it, and leave together.
+    waiting = asyncio.ensure_future(anext(messages))
+    for seq in (2, 3, 4):
+        await asyncio.sleep(interval_s / 20)
+        stream.push("a", [event(seq)])
+        assert not waiting.done()
+    second = await waiting
+    assert [e.events[0].seq for e in second.entries] == [2, 3, 4]
+    assert loop.time() - started >= interval_s
+    # After a quiet interval, at once again.
+    await asyncio.sleep(interval_s * 1.2)
+    pushed_at = loop.time()
+    stream.push("b", [event(1)])
+    assert [e.follow_key for e in (await anext(messages)).entries] == ["b"]
+    assert loop.time() - pushed_at < interval_s / 2
+    stream.close()
+    assert await anext(messages, None) is None
+
+
 async def test_runs_via_the_event_stream_get_the_events_of_their_own_call(
     slow_stack: Stack,
 ) -> None:

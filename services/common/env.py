@@ -58,7 +58,9 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = env_raw(name)
     if raw is None or raw == "":
         return default
@@ -68,6 +70,8 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         raise ConfigError(f"{name}={raw!r} is not a number") from None
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name}={value} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name}={value} must be <= {maximum}")
     return value
 
 

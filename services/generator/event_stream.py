@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import math
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -35,10 +36,12 @@ Deliver = Callable[[AsyncIterator[list[events_pb2.RunEvent]]], Awaitable[None]]
 
 
 class EventStream:
-    """The outgoing buffer of one event stream; `push` from any follower, `messages` once."""
+    """The outgoing buffer of one event stream; `push` from any follower, `messages` once.
+    `interval_s`: least time between two messages (what comes meanwhile goes together)."""
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, *, interval_s: float = 0.0) -> None:
         self.stream_id = stream_id
+        self._interval_s = interval_s
         self._pending: list[tuple[str, list[events_pb2.RunEvent], int]] = []
         self._pending_bytes = 0
         self._ready = asyncio.Event()
@@ -83,11 +86,21 @@ class EventStream:
         """The stream's messages: its id, then whatever was pushed, until `close` (or, after
         `drain`, until no call delivers into it and all it was given is written)."""
         yield generator_pb2.EventStreamMessage(stream_id=self.stream_id)
+        loop = asyncio.get_running_loop()
+        last_take = -math.inf
         while True:
             await self._ready.wait()
+            # Paced: a message per interval at most, so under load each carries every event
+            # that came meanwhile, and the edge and we pay per message (a gRPC write, a
+            # wake-up of each process) far less often than per event. A stream that was quiet
+            # for the interval writes at once: a lone event is not delayed.
+            wait_s = last_take + self._interval_s - loop.time()
+            if wait_s > 0 and not self.closed.is_set():
+                await asyncio.sleep(wait_s)
             if self.closed.is_set():
                 return
             if self._pending:
+                last_take = loop.time()
                 yield self._take()
                 continue
             self._ready.clear()
@@ -164,14 +177,16 @@ class EventStream:
 
 
 class EventStreams:
-    """This generator's open event streams, by id."""
+    """This generator's open event streams, by id; `interval_s` paces each stream's messages
+    (`DOCGEN_EVENT_STREAM_INTERVAL_MS`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, interval_s: float = 0.0) -> None:
         self._streams: dict[str, EventStream] = {}
+        self._interval_s = interval_s
 
     async def serve(self) -> AsyncIterator[generator_pb2.EventStreamMessage]:
         """One `OpenEventStream` call: a new stream's messages until the caller hangs up."""
-        stream = EventStream(secrets.token_urlsafe(24))
+        stream = EventStream(secrets.token_urlsafe(24), interval_s=self._interval_s)
         self._streams[stream.stream_id] = stream
         try:
             async for message in stream.messages():

@@ -66,6 +66,8 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         registry: RunRegistry,
         limits: generator_pb2.GetLimitsResponse | None = None,
         planner: PlannerClient | None = None,
+        *,
+        event_stream_interval_s: float = 0.0,
     ) -> None:
         self._registry = registry
         self._planner = planner or PlannerClient(None, timeout_s=1.0)
@@ -74,7 +76,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         # Without this, a user who never lists their runs again kept up to 256 entries for
         # the life of the process (a new user per run grew it without bound).
         registry.on_expired(self._directory.forget)
-        self.event_streams = EventStreams()
+        self.event_streams = EventStreams(interval_s=event_stream_interval_s)
 
     async def StartRun(
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
@@ -292,7 +294,12 @@ class GeneratorServer:
             timeout_s=settings.planner_timeout_s,
             retry=PlannerRetry(max_retries=settings.planner_retries),
         )
-        self.servicer = GeneratorServicer(self.registry, limits, self._planner)
+        self.servicer = GeneratorServicer(
+            self.registry,
+            limits,
+            self._planner,
+            event_stream_interval_s=settings.event_stream_interval_ms / 1000,
+        )
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(self.servicer, self.server)
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(
