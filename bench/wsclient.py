@@ -22,6 +22,7 @@ import aiohttp
 from bench.processes import BENCH_JWT_SECRET
 from services.common.sentence_end import HOLD_FROM_SHARE
 from services.edge.auth import mint_dev_token
+from services.generator.outline import MAX_TARGET_TOKENS
 
 SUBPROTOCOL = "docgen.v1"
 # A masked close frame with code 1000, as a client must send it (RFC 6455 §5.3).
@@ -86,7 +87,9 @@ def one_section_outline(index: int, tokens: int) -> dict[str, Any]:
     is set past them, so neither the generator's sentence stop (at the target) nor its
     whole-sentence hold (from 0.9 x the target, services/common/sentence_end.py) shapes a
     bench stream: every token is relayed as it comes, which is what the relay measures."""
-    target = math.ceil(tokens / HOLD_FROM_SHARE) + 1
+    # Past the stream, within what an outline may ask (a longer stream is held from 0.9 x
+    # the limit on: only the handshake scenario's 130 s background streams are that long).
+    target = min(MAX_TARGET_TOKENS, math.ceil(tokens / HOLD_FROM_SHARE) + 1)
     return {
         "document_id": f"bench-{index}",
         "title": "Bench stream",
