@@ -23,6 +23,7 @@ from services.edge.generator_client import (
     RunInfo,
     RunNotFound,
 )
+from services.edge.outbox import Outbox
 from services.edge.schemas import FrameValidator
 from services.edge.session import SocketSession
 from services.edge.settings import EdgeSettings
@@ -266,13 +267,13 @@ async def test_frames_sent_at_once_or_through_the_outbox_arrive_whole_and_in_ord
     # through the outbox; never for a compressed socket (aiohttp may compress a big frame in a
     # thread, and a frame sent meanwhile would overtake it).
     sent_at_once: list[bool] = []
-    send_now = SocketSession._send_now
+    send_now = Outbox._send_now
 
-    def spy(self: SocketSession, data: str) -> bool:
+    def spy(self: Outbox, data: str) -> bool:
         sent_at_once.append(send_now(self, data))
         return sent_at_once[-1]
 
-    monkeypatch.setattr(SocketSession, "_send_now", spy)
+    monkeypatch.setattr(Outbox, "_send_now", spy)
     chunks = 2000
     events = run_events()[:2] + [
         event(3 + i, section_chunk=events_pb2.SectionChunk(section_id="s1", delta=f"{i:05}" * 600))
@@ -346,28 +347,26 @@ class RecordingSocket:
         return self.buffered
 
 
-def chunk_frame(seq: int) -> dict[str, Any]:
-    return {"v": 1, "type": "section_chunk", "seq": seq, "ts": 1, "delta": str(seq)}
-
-
 async def test_a_frame_never_overtakes_one_queued_or_being_written_before_it() -> None:
     socket = RecordingSocket()
-    session = SocketSession(
-        socket,  # type: ignore[arg-type]
-        principal=Principal(user_id="alice", expires_at=time.time() + 3600),
-        generator=FakeGenerator(),
-        validator=FrameValidator(),
-        settings=EdgeSettings(),
-        transport=socket,  # type: ignore[arg-type]
-    )
-    session._send(chunk_frame(1))  # nothing before it: sent at once
-    assert len(socket.sent) == 1 and session._outbox.empty()
+    outbox = Outbox(socket, transport=socket, limit=10)  # type: ignore[arg-type]
+    assert outbox.send("1")  # nothing before it: sent at once
+    assert socket.sent == ["1"] and outbox.qsize() == 0
     socket.buffered = 10  # the kernel has not taken everything: queue
-    session._send(chunk_frame(2))
-    socket.buffered = 0  # drained, but frame 2 still waits in the outbox: queue behind it
-    session._send(chunk_frame(3))
-    assert len(socket.sent) == 1 and session._outbox.qsize() == 2
-    session._outbox.get_nowait(), session._outbox.get_nowait()
-    session._writing = True  # the writer is inside a send
-    session._send(chunk_frame(4))
-    assert len(socket.sent) == 1 and session._outbox.qsize() == 1
+    assert outbox.send("2")
+    socket.buffered = 0  # drained, but frame 2 still waits in the queue: queue behind it
+    assert outbox.send("3")
+    assert socket.sent == ["1"] and outbox.qsize() == 2
+    outbox.clear()
+    outbox._writing = True  # the writer is inside a send
+    assert outbox.send("4")
+    assert socket.sent == ["1"] and outbox.qsize() == 1
+
+
+async def test_a_full_outbox_refuses_the_frame_for_the_session_to_close_the_socket() -> None:
+    socket = RecordingSocket()
+    socket.buffered = 10
+    outbox = Outbox(socket, transport=socket, limit=2)  # type: ignore[arg-type]
+    assert outbox.send("1") and outbox.send("2")
+    assert not outbox.send("3")
+    assert socket.sent == [] and outbox.qsize() == 2

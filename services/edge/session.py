@@ -26,6 +26,7 @@ from services.edge.generator_client import (
     RunInfo,
 )
 from services.edge.limits import FrameRateLimit
+from services.edge.outbox import Outbox
 from services.edge.schemas import FrameValidator
 from services.edge.settings import EdgeSettings
 
@@ -61,9 +62,6 @@ class SocketSession:
         transport: asyncio.Transport | None = None,
     ) -> None:
         self._ws = ws
-        self._transport = transport
-        """The socket's transport, for sending a frame at once when nothing waits before it
-        (None: every frame goes through the outbox)."""
         self._principal = principal
         self._generator = generator
         self._validator = validator
@@ -72,18 +70,13 @@ class SocketSession:
         """Checks the tokens of `refresh` frames (None: `refresh` is refused)."""
         self._generator_limits = dict(generator_limits or {})
         self._expiry: asyncio.TimerHandle | None = None
-        # (encoded frame, its event time in Unix ms or 0): the time feeds the relay metric.
-        self._outbox: asyncio.Queue[tuple[str, int]] = asyncio.Queue(
-            maxsize=settings.send_queue_frames
-        )
+        self._outbox = Outbox(ws, transport=transport, limit=settings.send_queue_frames)
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
         self._closing = False
-        self._writing = False
-        """The outbox's writer is inside a send (a frame sent now would overtake it)."""
 
     async def serve(self) -> None:
-        writer = asyncio.create_task(self._write_outbox())
+        writer = asyncio.create_task(self._outbox.run())
         # First, before any answer or event.
         self._send(commands.session_frame(self._settings, self._principal, self._generator_limits))
         self._arm_expiry()
@@ -145,15 +138,7 @@ class SocketSession:
             return
         if frame["type"] == "error":
             metrics.ERRORS.labels(frame["code"]).inc()
-        data = frames.encode(frame)
-        event_ts_ms = frame["ts"] if "seq" in frame else 0
-        if self._outbox.empty() and not self._writing and self._send_now(data):
-            if event_ts_ms:
-                metrics.RELAY_LATENCY_SECONDS.observe(max(0.0, time.time() - event_ts_ms / 1000))
-            return
-        try:
-            self._outbox.put_nowait((data, event_ts_ms))
-        except asyncio.QueueFull:
+        if not self._outbox.send(frames.encode(frame), frame["ts"] if "seq" in frame else 0):
             log.warning(
                 "closing a socket of a slow consumer (%d frames queued)", self._outbox.qsize()
             )
@@ -162,59 +147,14 @@ class SocketSession:
     async def _send_paced(self, frame: dict[str, Any]) -> None:
         """Sends a replayed event, waiting for room in the outbox: a replay goes as fast as
         the reader takes it, and never counts as falling behind (only live events can)."""
-        if self._closing:
-            return
-        # No relay-latency sample: a replayed event's `ts` is when it first happened.
-        await self._outbox.put((frames.encode(frame), 0))
-
-    def _send_now(self, data: str) -> bool:
-        """Sends `data` without the outbox when the socket can take it at once: nothing is
-        queued or being sent before it, the kernel took everything written so far, and the
-        frame is not compressed (aiohttp may compress a large frame in a thread, and a frame
-        sent meanwhile would overtake it). Saves the writer task's wake-up and two queue
-        operations per frame on the relay's per-token path (docs/performance.md). Returns
-        False, having sent nothing, when the frame must go through the outbox."""
-        transport = self._transport
-        if (
-            transport is None
-            or transport.is_closing()
-            or transport.get_write_buffer_size()
-            or self._ws.compress
-        ):
-            return False
-        sending = self._ws.send_str(data)
-        try:
-            # Uncompressed, aiohttp writes the frame to the transport before its first await,
-            # which only waits for a paused transport to drain: with an empty buffer it never
-            # suspends.
-            sending.send(None)
-        except StopIteration:
-            return True
-        except Exception:  # the outbox's writer meets the same error, as it did before
-            return False
-        # Suspended on a drain after writing (not expected with an empty buffer): the frame is
-        # in the transport; later frames queue in the outbox behind the full buffer.
-        sending.close()
-        return True
-
-    async def _write_outbox(self) -> None:
-        while True:
-            data, event_ts_ms = await self._outbox.get()
-            self._writing = True
-            try:
-                await self._ws.send_str(data)
-            finally:
-                self._writing = False
-            if event_ts_ms:
-                metrics.RELAY_LATENCY_SECONDS.observe(max(0.0, time.time() - event_ts_ms / 1000))
+        if not self._closing:
+            await self._outbox.send_paced(frames.encode(frame))
 
     def _close_soon(self, code: int, reason: str) -> None:
         if self._closing:
             return
         self._closing = True
-        # Drop what is queued: the client resumes from the last seq it actually received.
-        while not self._outbox.empty():
-            self._outbox.get_nowait()
+        self._outbox.clear()
         self._spawn(self._ws.close(code=code, message=reason.encode()))
 
     def _spawn(self, coroutine: Any) -> None:

@@ -37,12 +37,7 @@ from services.generator.event_stream import Deliver, EventStreams
 from services.generator.outline import MAX_SECTIONS, MAX_TARGET_TOKENS
 from services.generator.planner import PlannerClient, PlannerRetry
 from services.generator.plans import document_of, error_trailers, outline_of
-from services.generator.run_directory import (
-    DirectoryEntry,
-    RunDirectory,
-    describe,
-    now_unix_ms,
-)
+from services.generator.run_directory import DirectoryEntry, RunDirectory, describe, now_unix_ms
 from services.generator.runs.registry import Run, RunRegistry
 from services.generator.runs.store import open_run_store
 from services.generator.section_writer import RetryPolicy, SectionWriter
@@ -66,8 +61,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         registry: RunRegistry,
         limits: generator_pb2.GetLimitsResponse | None = None,
         planner: PlannerClient | None = None,
-        *,
-        event_stream_interval_s: float = 0.0,
+        event_streams: EventStreams | None = None,
     ) -> None:
         self._registry = registry
         self._planner = planner or PlannerClient(None, timeout_s=1.0)
@@ -76,7 +70,7 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         # Without this, a user who never lists their runs again kept up to 256 entries for
         # the life of the process (a new user per run grew it without bound).
         registry.on_expired(self._directory.forget)
-        self.event_streams = EventStreams(interval_s=event_stream_interval_s)
+        self.event_streams = event_streams or EventStreams()
 
     async def StartRun(
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
@@ -294,12 +288,8 @@ class GeneratorServer:
             timeout_s=settings.planner_timeout_s,
             retry=PlannerRetry(max_retries=settings.planner_retries),
         )
-        self.servicer = GeneratorServicer(
-            self.registry,
-            limits,
-            self._planner,
-            event_stream_interval_s=settings.event_stream_interval_ms / 1000,
-        )
+        streams = EventStreams(interval_s=settings.event_stream_interval_ms / 1000)
+        self.servicer = GeneratorServicer(self.registry, limits, self._planner, streams)
         generator_pb2_grpc.add_GeneratorServiceServicer_to_server(self.servicer, self.server)
         self.health = add_health_and_reflection(self.server, [SERVICE_NAME])
         self.port = add_port(
