@@ -7,7 +7,8 @@ them in the client, not in the edge.
 
 Line protocol on stdin/stdout (JSON lines out): prints `{"flowing": true|false}` once the first
 token arrived (or `FLOW_WAIT_S` passed); then reads `window START END` (unix seconds), prints
-`{"delays_s": [...], "ended_early": bool}` for the tokens received in that window, closes its
+`{"delay_ms": <bench.stats.describe>, "ended_early": bool}` for the tokens received in that
+window, closes its
 sockets and exits. It also exits, closing them, when stdin closes (the parent died)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from typing import Any
 
 from bench.load import SETTLE_S, EdgeStreams
+from bench.stats import describe
 
 FLOW_WAIT_S = 15.0
 
@@ -43,9 +45,11 @@ async def main(ws_url: str, streams: int, tokens: int, ramp_s: float) -> None:
         line = (await stdin.readline()).decode().split()
         if len(line) == 3 and line[0] == "window":
             start, end = float(line[1]), float(line[2])
+            # The description, not the samples: a line of tens of thousands of numbers would
+            # overrun the parent's pipe reader.
             _say(
                 {
-                    "delays_s": load.samples.window(start, end),
+                    "delay_ms": describe(load.samples.window(start, end), scale=1000),
                     "ended_early": load.first_end_at is not None and load.first_end_at < end,
                 }
             )

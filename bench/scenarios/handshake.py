@@ -4,6 +4,7 @@ idle and again while streams are running; beside a bare aiohttp + pyjwt endpoint
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sys
@@ -16,6 +17,8 @@ from bench.scenarios import Context
 from bench.stats import describe, repeated
 from bench.wsclient import HandshakeFailed, timed_handshake, token
 
+STARTUP_S = 120.0
+"""How long the load's process may take to connect its streams and see their first tokens."""
 CHILD_EXIT_S = 20.0
 """How long the load's process may take to close its sockets before it is killed."""
 
@@ -75,7 +78,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     )
     assert child.stdin is not None and child.stdout is not None
     try:
-        started = json.loads(await child.stdout.readline() or b"{}")
+        started = json.loads(await asyncio.wait_for(child.stdout.readline(), STARTUP_S) or b"{}")
         if not started.get("flowing"):
             ctx.say("handshake: the load streams got no token; measuring anyway")
         window_start = time.time()
@@ -85,9 +88,9 @@ async def run(ctx: Context) -> dict[str, Any]:
                 await sequential(edge_port, config.handshakes, f"hs-load-{repeat}", failures)
             )
         window_end = time.time()
+        ctx.say("handshake: collecting the load's relay delays")
         child.stdin.write(f"window {window_start} {window_end}\n".encode())
-        await child.stdin.drain()
-        report = json.loads(await child.stdout.readline() or b"{}")
+        report = json.loads(await asyncio.wait_for(child.stdout.readline(), CHILD_EXIT_S) or b"{}")
     finally:
         if child.returncode is None:
             child.stdin.close()
@@ -95,8 +98,10 @@ async def run(ctx: Context) -> dict[str, Any]:
                 await asyncio.wait_for(child.wait(), CHILD_EXIT_S)
             except TimeoutError:
                 child.kill()
-                await child.wait()
-    delays = report.get("delays_s") or []
+                # Bounded too: asyncio's wait also waits for the pipes to close.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(child.wait(), CHILD_EXIT_S)
+    delays_ms = report.get("delay_ms") or describe([], scale=1000)
     ended_early = bool(report.get("ended_early"))
     return {
         "edge_idle_ms": repeated(edge_idle, scale=1000),
@@ -105,7 +110,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         "load": {
             "streams": streams,
             "rate": config.rate,
-            "relay_delay_ms_during_handshakes": describe(delays, scale=1000),
+            "relay_delay_ms_during_handshakes": delays_ms,
             "streams_ended_inside_window": ended_early,
         },
         "failures": dict(failures),
