@@ -97,3 +97,11 @@ def test_a_run_on_is_held_no_longer_than_the_bound() -> None:
     # What went out ends on a whole word, and nothing was lost or reordered.
     assert released and released.endswith("x" * 99) and not released.endswith(word + "x")
     assert released + tail.finish(cut=False) == word * 30
+
+
+def test_a_sentence_that_ended_just_before_the_hold_is_where_a_cut_ends() -> None:
+    # The paragraph's full stop and line break come in one delta, before the hold begins.
+    tail = SentenceTail(hold_from_tokens=2)
+    released = "".join(feed_all(tail, ["Fees", " rose.\n\n", "And", " the", " va"]))
+    assert released == "Fees rose.\n\n"
+    assert tail.finish(cut=True) == ""

@@ -119,7 +119,12 @@ class SentenceTail:
         context = self._context
         self._context = (context + text)[-_CONTEXT_CHARS:]
         if produced_tokens < self.hold_from_tokens and not self._held:
-            self._released(text, at_boundary=False)
+            # Whether it ends at a boundary matters only if the hold that follows finds none.
+            last = text[-1:]
+            boundary = last == "\n" or (
+                last.isspace() and ends_sentence((context + text).rstrip(), last, self.language)
+            )
+            self._released(text, at_boundary=boundary)
             return text
         # Only positions inside the new text can be boundaries: the held text has none.
         for position in range(len(text) - 1, -1, -1):
