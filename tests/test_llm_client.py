@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -57,13 +58,17 @@ async def llm() -> AsyncIterator[ScriptedLLM]:
         await server.stop()
 
 
-async def _write(base_url: str, transport: str, prompt: str, deltas: list[str]) -> str:
-    client = openai_client(
+def _client(base_url: str, transport: str) -> Any:
+    return openai_client(
         base_url=base_url,
         api_key="test",
         timeout=5.0,
         transport=transport,  # type: ignore[arg-type]
     )
+
+
+async def _write(base_url: str, transport: str, prompt: str, deltas: list[str]) -> str:
+    client = _client(base_url, transport)
     try:
         writer = SectionWriter(
             client,
@@ -111,12 +116,7 @@ async def test_a_refusing_or_absent_server_is_unavailable(llm: ScriptedLLM, tran
 
 async def _read_mode_and_lines(base_url: str, transport: str) -> tuple[str, list[str]]:
     """How `body_reader` reads a real streaming response of the `openai` client, and what."""
-    client = openai_client(
-        base_url=base_url,
-        api_key="test",
-        timeout=5.0,
-        transport=transport,  # type: ignore[arg-type]
-    )
+    client = _client(base_url, transport)
     try:
         async with client.chat.completions.with_streaming_response.create(
             model="scripted", messages=[{"role": "user", "content": "write"}], stream=True

@@ -96,12 +96,21 @@ class FakeGenerator:
             self.closed += 1
 
 
-Connect = Callable[[FakeGenerator], Awaitable[Any]]
+Connect = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
 def connect(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]]) -> Connect:
-    async def open_socket(generator: FakeGenerator) -> Any:
+    """Opens a socket served by a session on `generator`; `settings`, `send_at_once` (give the
+    session its transport, as the edge does) and the client's `compress` are the options."""
+
+    async def open_socket(
+        generator: FakeGenerator,
+        *,
+        settings: EdgeSettings | None = None,
+        send_at_once: bool = False,
+        compress: int = 0,
+    ) -> Any:
         async def handler(request: web.Request) -> web.WebSocketResponse:
             ws = web.WebSocketResponse()
             await ws.prepare(request)
@@ -110,14 +119,15 @@ def connect(aiohttp_client: Callable[[web.Application], Awaitable[TestClient]]) 
                 principal=Principal(user_id="alice", expires_at=time.time() + 3600),
                 generator=generator,
                 validator=FrameValidator(),
-                settings=EdgeSettings(),
+                settings=settings or EdgeSettings(),
+                transport=request.transport if send_at_once else None,  # type: ignore[arg-type]
             ).serve()
             return ws
 
         app = web.Application()
         app.router.add_get("/ws", handler)
         client = await aiohttp_client(app)
-        ws = await client.ws_connect("/ws")
+        ws = await client.ws_connect("/ws", compress=compress)
         assert (await ws.receive_json())["type"] == "session"  # always the first frame
         return ws
 
@@ -259,9 +269,7 @@ async def test_closing_the_socket_hangs_up_every_stream(connect: Connect) -> Non
 
 @pytest.mark.parametrize("compress", [0, 15])
 async def test_frames_sent_at_once_or_through_the_outbox_arrive_whole_and_in_order(
-    aiohttp_client: Callable[[web.Application], Awaitable[TestClient]],
-    monkeypatch: pytest.MonkeyPatch,
-    compress: int,
+    connect: Connect, monkeypatch: pytest.MonkeyPatch, compress: int
 ) -> None:
     # A frame goes out at once when nothing is queued before it and the socket takes it, else
     # through the outbox; never for a compressed socket (aiohttp may compress a big frame in a
@@ -283,24 +291,12 @@ async def test_frames_sent_at_once_or_through_the_outbox_arrive_whole_and_in_ord
         event(3 + chunks, run_end=events_pb2.RunEnd(status=events_pb2.RUN_STATUS_COMPLETED))
     )
 
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse()
-        await ws.prepare(request)
-        await SocketSession(
-            ws,
-            principal=Principal(user_id="alice", expires_at=time.time() + 3600),
-            generator=PacedGenerator(events),
-            validator=FrameValidator(),
-            settings=EdgeSettings(send_queue_frames=chunks * 2),
-            transport=request.transport,  # type: ignore[arg-type]
-        ).serve()
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/ws", handler)
-    client = await aiohttp_client(app)
-    ws = await client.ws_connect("/ws", compress=compress)
-    assert (await ws.receive_json())["type"] == "session"
+    ws = await connect(
+        PacedGenerator(events),
+        settings=EdgeSettings(send_queue_frames=chunks * 2),
+        send_at_once=True,
+        compress=compress,
+    )
     await ws.send_json({"type": "generate", "request_id": "r1", "outline": OUTLINE})
     received = [await ws.receive_json()]
     await asyncio.sleep(0.3)  # not reading: the socket's buffers fill, frames queue

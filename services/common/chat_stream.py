@@ -71,21 +71,14 @@ def decode_line(line: str) -> ChatChunk | None:
         raise ChatStreamError(f"the LLM reported an error mid-stream: {chunk['error']}")
     usage = chunk.get("usage")
     completion_tokens = usage.get("completion_tokens") if usage else None
-    choices = chunk.get("choices")
-    if not choices:
-        content, finish_reason = "", None
-    elif len(choices) == 1:  # the usual case, once per token
-        choice = choices[0]
-        content = (choice.get("delta") or {}).get("content") or ""
-        finish_reason = choice.get("finish_reason")
-    else:
-        content, finish_reason = "", None
-        for choice in choices:
-            content += (choice.get("delta") or {}).get("content") or ""
-            finish_reason = choice.get("finish_reason") or finish_reason
+    content = ""
+    finish_reason = None
+    for choice in chunk.get("choices") or ():
+        content += (choice.get("delta") or {}).get("content") or ""
+        finish_reason = choice.get("finish_reason") or finish_reason
     return ChatChunk(
         content,
-        finish_reason or None,
+        finish_reason,
         int(completion_tokens) if completion_tokens is not None else None,
     )
 

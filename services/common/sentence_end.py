@@ -114,6 +114,11 @@ class SentenceTail:
     def held(self) -> str:
         return "".join(self._held)
 
+    @property
+    def written(self) -> str:
+        """The end of the text written so far, released or held (what `SentenceStop` reads)."""
+        return self._context
+
     def feed(self, produced_tokens: int, text: str) -> str:
         """What of `text` (and of what was held before it) to release now."""
         context = self._context
@@ -176,7 +181,8 @@ class SentenceTail:
             return held
         if self._at_boundary:
             return ""
-        return held[: _last_space(held)].rstrip() if _last_space(held) > 0 else ""
+        cut_at = _last_space(held)
+        return held[:cut_at].rstrip() if cut_at > 0 else ""
 
 
 def _last_space(text: str) -> int:

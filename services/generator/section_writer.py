@@ -220,7 +220,6 @@ class SectionWriter:
             else None
         )
         ended_at_sentence = False
-        tail = ""  # the end of the text written so far (released or held), for the stop
         stop = list(shape.stop) if shape is not None and shape.stop else None
         usage_tokens: int | None = None
         finish_reason: str | None = None
@@ -272,9 +271,12 @@ class SectionWriter:
                         if chunk.content:
                             if (
                                 sentence_stop is not None
+                                and sentence_tail is not None
                                 and scaffolding is not None
                                 and not scaffolding.holding
-                                and sentence_stop.should_stop(deltas, tail, chunk.content)
+                                and sentence_stop.should_stop(
+                                    deltas, sentence_tail.written, chunk.content
+                                )
                             ):
                                 # Leaving the `async with` closes the HTTP stream: the LLM
                                 # stops generating.
@@ -288,13 +290,11 @@ class SectionWriter:
                                 if scaffolding is not None
                                 else chunk.content
                             )
+                            if text and sentence_tail is not None:
+                                text = sentence_tail.feed(deltas, text)
                             if text:
-                                tail = (tail + text)[-80:]
-                                if sentence_tail is not None:
-                                    text = sentence_tail.feed(deltas, text)
-                                if text:
-                                    parts.append(text)
-                                    on_delta(text)
+                                parts.append(text)
+                                on_delta(text)
                         if chunk.finish_reason:
                             finish_reason = chunk.finish_reason
                 if ended_at_sentence:
