@@ -98,6 +98,9 @@ def test_only_a_possible_tag_start_is_held_back() -> None:
         (["**Executive Summary**\n", "Bikes help."], "Bikes help."),
         (["Executive summary: ", "Bikes help."], "Bikes help."),
         (["<summary>\nExecutive summary\n", "Bikes help."], "Bikes help."),
+        (["Title: Executive", " Summary\n\n", "Bikes help."], "Bikes help."),
+        (["Title: Why cities share bikes\n", "Bikes help."], "Bikes help."),  # invented
+        (["Título: Riego y plagas\n", "Riega al alba."], "Riega al alba."),
         (["Aquí tienes la sección:\n", "Las bicis ayudan."], "Las bicis ayudan."),
         (
             ['La parte "Riego" de un informe', ' titulado "Bicis".\n\n', "Las bicis ayudan."],
@@ -125,6 +128,7 @@ def test_openings_that_announce_or_repeat_a_title_are_dropped(deltas: list[str],
         'The report "Cycling in Cities" (2019) found that docks pay off.',  # not our title
         "The report found that docks pay off. In this city, bikes are cheap.",
         'La parte más cara es el "muelle" de carga.',
+        "Title deeds: the city keeps them.\nBikes help.",
     ],
 )
 def test_openings_that_are_the_text_stay(prose: str) -> None:

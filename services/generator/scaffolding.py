@@ -71,6 +71,12 @@ _REQUEST_ECHO = (
     r"(?:paragraphs?|párrafos?)\b[^\n]{0,300}"
 )
 _BLANK = r"[ \t]*(?:\n|$)"
+# A first line that labels what follows ("Title: Executive Summary", "Título: Riego"), whatever
+# follows the label: the model restating a title it was given, or inventing one. Prose does not
+# open a section with such a line.
+_LABEL_LINE = (
+    r"(?:title|subtitle|heading|section title|título|subtítulo|encabezado)[ \t]*[:：][^\n]{0,200}"
+)
 
 # The request read back as the subject or an adverbial of the first sentence: 'The report
 # titled "…" is about…', 'La parte "…" de un informe titulado "…" es…', 'In the report titled
@@ -142,7 +148,7 @@ class ScaffoldingFilter:
             if titles
             else None
         )
-        line_openings = [_PREAMBLE, _HEADING, _REQUEST_ECHO, _COLON_LINE] + (
+        line_openings = [_PREAMBLE, _HEADING, _REQUEST_ECHO, _LABEL_LINE, _COLON_LINE] + (
             [echo + r"[ \t]*[:.—–-]?"] if echo else []
         )
         # A whole line, or a title followed by a colon and then the text on the same line
