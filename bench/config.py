@@ -45,18 +45,23 @@ class BenchConfig:
 
     quality_outlines: tuple[str, ...] = ()
     """`document_id`s of the example outlines the quality scenario writes; empty: all."""
-    quality_max_sections: int | None = 2
+    quality_max_sections: int | None = 1
     """Sections written per outline (None: all; `python -m bench.scenarios.quality` writes
-    them all, docs/quality.md)."""
+    them all, docs/quality.md). One: each outline's opening section (where scaffolding and
+    title echoes show) in both variants, ~1 minute; a second per outline cost another ~1 of
+    the 10 minutes `make bench` may take."""
 
     relay_levels: tuple[int, ...] = (1, 100, 500)
     relay_repeats: int = 2
-    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 6.0})
+    relay_overloaded_repeats: dict[int, int] = field(default_factory=lambda: {500: 1})
+    """Repeats at stream counts past capacity, where the figure says "overloaded" either way:
+    one repeat of 500 streams saves ~20 s of `make bench`."""
+    relay_measure_s: dict[int, float] = field(default_factory=lambda: {1: 5.0})
     """Window per repeat, by stream count; `relay_default_measure_s` for the others."""
     relay_default_measure_s: float = 5.0
 
     capacity_goal_p99_ms: float = 100.0
-    capacity_budget_s: float = 45.0
+    capacity_budget_s: float = 40.0
     """Wall-clock bound of the capacity search (each of: per delta, coalesced, scaled)."""
     capacity_measure_s: float = 5.0
     capacity_max_streams: int = 2000
@@ -65,14 +70,16 @@ class BenchConfig:
     grows by as much (a held delta waits up to one interval by design)."""
 
     soak_streams: int = 200
-    soak_s: float = 60.0
+    soak_s: float = 48.0
     """How long the soak lasts, in windows of `soak_window_s` with fresh runs."""
-    soak_window_s: float = 20.0
+    soak_window_s: float = 16.0
 
-    scaling_budget_s: float = 40.0
+    scaling_budget_s: float = 35.0
     """Wall-clock bound of the capacity search with two edges and two generators."""
-    scaling_redis_probe: bool = True
-    """Also probe two of each on a shared Redis run log (a third stack to start)."""
+    scaling_redis_probe: bool = False
+    """Also probe two of each on a shared Redis run log (a third stack to start, ~35 s):
+    `python -m bench.run --only capacity,scaling --redis-probe`. Off in `make bench`, which
+    must fit in 10 minutes; its last result is in docs/performance.md."""
 
     memory_sockets: int = 2000
 
@@ -87,9 +94,15 @@ class BenchConfig:
     def measure_s(self, streams: int) -> float:
         return self.relay_measure_s.get(streams, self.relay_default_measure_s)
 
+    def repeats(self, streams: int) -> int:
+        return self.relay_overloaded_repeats.get(streams, self.relay_repeats)
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["relay_measure_s"] = {str(k): v for k, v in self.relay_measure_s.items()}
+        data["relay_overloaded_repeats"] = {
+            str(k): v for k, v in self.relay_overloaded_repeats.items()
+        }
         return data
 
 

@@ -202,6 +202,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--only", help=f"comma-separated scenarios, of: {', '.join(SCENARIOS)}")
     parser.add_argument("--handshakes", type=int, help="sequential handshakes per repeat")
+    parser.add_argument(
+        "--redis-probe",
+        action="store_true",
+        help="scaling: also probe 2 edges + 2 generators on a shared Redis run log",
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--render",
@@ -248,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, scenarios=chosen)
     if args.handshakes:
         config = dataclasses.replace(config, handshakes=args.handshakes)
+    if args.redis_probe:
+        config = dataclasses.replace(config, scaling_redis_probe=True)
     # By default only a full run of every scenario speaks for the project in the docs.
     write_docs = (
         args.docs

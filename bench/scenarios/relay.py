@@ -72,9 +72,10 @@ async def run(ctx: Context) -> dict[str, Any]:
         measure_s = config.measure_s(streams)
         edge_results: list[LoadResult] = []
         direct_results: list[LoadResult] = []
-        for repeat in range(config.relay_repeats):
+        repeats = config.repeats(streams)
+        for repeat in range(repeats):
             ctx.say(
-                f"relay: {streams} streams, repeat {repeat + 1}/{config.relay_repeats}, "
+                f"relay: {streams} streams, repeat {repeat + 1}/{repeats}, "
                 "through the edge"
             )
             edge_results.append(
@@ -88,7 +89,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             )
             await quiesce(services)
             ctx.stack.check_alive()
-            ctx.say(f"relay: {streams} streams, repeat {repeat + 1}/{config.relay_repeats}, direct")
+            ctx.say(f"relay: {streams} streams, repeat {repeat + 1}/{repeats}, direct")
             direct_results.append(
                 await measure_direct_streams(
                     ctx.stamping.base_url,
