@@ -74,10 +74,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         direct_results: list[LoadResult] = []
         repeats = config.repeats(streams)
         for repeat in range(repeats):
-            ctx.say(
-                f"relay: {streams} streams, repeat {repeat + 1}/{repeats}, "
-                "through the edge"
-            )
+            ctx.say(f"relay: {streams} streams, repeat {repeat + 1}/{repeats}, through the edge")
             edge_results.append(
                 await measure_edge_streams(
                     ctx.stack.ws_url,
