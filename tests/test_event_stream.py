@@ -164,6 +164,25 @@ async def test_messages_are_paced_by_the_interval_and_a_lone_event_goes_at_once(
     assert await anext(messages, None) is None
 
 
+async def test_the_generator_paces_its_event_streams_by_its_setting() -> None:
+    """`DOCGEN_EVENT_STREAM_INTERVAL_MS` reaches the streams the server opens (a refactor once
+    dropped it: the servicer took `streams or EventStreams()`, and no stream is open yet)."""
+    # A token every 10 ms, a message every 300 ms at most: the run's events leave in groups.
+    stack = await start_stack(slow_llm(0.01), generator={"event_stream_interval_ms": 300.0})
+    try:
+        async with grpc.aio.insecure_channel(stack.generator_addr) as channel:
+            reader = await Reader(generator_pb2_grpc.GeneratorServiceStub(channel)).start()
+            call = reader.start_run("svc", "key")
+            assert [r async for r in call] == []
+            await wait_for(lambda: reader.ended("key"), timeout=15)
+            events = len(reader.events["key"])
+            # Unpaced, each event is written as it comes: about one message per event.
+            assert len(reader.messages) <= events / 4, (len(reader.messages), events)
+            reader.close()
+    finally:
+        await stack.close()
+
+
 async def test_runs_via_the_event_stream_get_the_events_of_their_own_call(
     slow_stack: Stack,
 ) -> None:

@@ -70,7 +70,9 @@ class GeneratorServicer(generator_pb2_grpc.GeneratorServiceServicer):
         # Without this, a user who never lists their runs again kept up to 256 entries for
         # the life of the process (a new user per run grew it without bound).
         registry.on_expired(self._directory.forget)
-        self.event_streams = event_streams or EventStreams()
+        # `is None`, not `or`: an EventStreams with no stream open yet is falsy (`__len__`), and
+        # `or` silently replaced the configured one (its pacing) with a default.
+        self.event_streams = event_streams if event_streams is not None else EventStreams()
 
     async def StartRun(
         self, request: generator_pb2.StartRunRequest, context: grpc.aio.ServicerContext
