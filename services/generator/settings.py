@@ -70,8 +70,8 @@ class GeneratorSettings:
     interval go together in its next message, so under load a message carries many events and
     both processes pay per message far less often; a stream that was quiet for the interval
     sends at once, so a lone event is never delayed. At 100 streams x 30 tokens/s, 2 ms took
-    the edge's CPU per token from 152 to 119 µs and the generator's from 193 to 177 µs, for
-    +2 ms relay delay at the median (docs/performance.md)."""
+    the edge's CPU per token from 156 to 130 µs and the generator's from 203 to 189 µs, for
+    +1 ms relay delay at the median (one sitting, 30 Nov; docs/performance.md)."""
     run_grace_s: float = 120.0
     """A run with no subscriber is cancelled after this long (`DOCGEN_RUN_GRACE_S`)."""
     run_ttl_s: float = 600.0
