@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 from docgen.v1 import events_pb2, generator_pb2, generator_pb2_grpc
@@ -358,7 +359,7 @@ async def test_a_broken_event_stream_is_reopened_and_the_client_loses_nothing(
     assert len(streams) == 1  # a new one
 
 
-async def test_several_generators_behind_one_channel_each_run_whole() -> None:
+async def test_several_generators_each_get_their_own_event_stream() -> None:
     stack = await start_stack(slow_llm(0.002))
     second = GeneratorServer(stack.generator.settings, "127.0.0.1:0")
     await second.start()
@@ -373,8 +374,9 @@ async def test_several_generators_behind_one_channel_each_run_whole() -> None:
             await client.send({"type": "generate", "outline": OUTLINE_3})
         for frames in await asyncio.gather(*(client.run_to_end() for client in clients)):
             assert_whole(frames)
-        # Runs went to both generators; one holds the edge's event stream, calls reaching the
-        # other went without it (FAILED_PRECONDITION, then the same call without the stream).
+        # Runs went to both generators, and each holds an event stream of the edge's: one
+        # round-robin channel reached one of them only, and calls landing on the other went
+        # without it (refused with event_stream_not_found, then a gRPC stream per run).
         runs = []
         for generator in (stack.generator, second):
             async with grpc.aio.insecure_channel(f"127.0.0.1:{generator.port}") as channel:
@@ -385,7 +387,37 @@ async def test_several_generators_behind_one_channel_each_run_whole() -> None:
                     count += len((await stub.ListRuns(request, timeout=10)).runs)
                 runs.append(count)
         assert sum(runs) == 6 and all(runs), runs
-        assert len(stack.generator.servicer.event_streams) + len(second.servicer.event_streams) == 1
+        assert (
+            len(stack.generator.servicer.event_streams) == len(second.servicer.event_streams) == 1
+        )
+        # The edge asks every generator for a user's runs (each lists the runs it started).
+        for i, client in enumerate(clients):
+            await client.send({"type": "runs", "request_id": f"l{i}"})
+            answer = await client.recv()
+            assert answer["command"] == "runs" and len(answer["runs"]) == 1, answer
+            # A resume goes to the generator holding the run (in-memory logs: only it knows
+            # the run), not round robin.
+            await client.send(
+                {"type": "resume", "run_id": answer["runs"][0]["run_id"], "after_seq": 0}
+            )
+            replay = [f for f in await client.run_to_end() if f["type"] != "ack"]
+            assert_whole(replay)
+        # One generator gone: the edge stays ready, and new runs start on the other.
+        await second.stop()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                assert response.status == 200, await response.text()
+        for client in clients[:3]:
+            await client.send({"type": "generate", "outline": OUTLINE_3})
+            assert_whole(await client.run_to_end())
+        # The runs list leaves out the generator that does not answer: what can be resumed.
+        kept = set()
+        for i, client in enumerate(clients):
+            await client.send({"type": "runs", "request_id": f"after{i}"})
+            answer = await client.recv()
+            assert answer["type"] == "ack", answer
+            kept.update(run["run_id"] for run in answer["runs"])
+        assert 3 <= len(kept) < 9, kept  # the 3 new runs and the first generator's old ones
     finally:
         await runner.cleanup()
         await second.stop()

@@ -22,10 +22,15 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 BALANCING_OPTIONS: tuple[tuple[str, str], ...] = (("grpc.lb_policy_name", "round_robin"),)
 
 
+def listed(address: str) -> list[str]:
+    """The entries of a comma list of addresses (one entry for anything else)."""
+    return [entry.strip() for entry in address.split(",") if entry.strip()]
+
+
 def target(address: str) -> str:
     """A gRPC target for `address`: `host:port`, a `dns:///name:port` URI, or a comma list of
     IP `ip:port` entries (turned into gRPC's `ipv4:a:1,b:2` / `ipv6:[a]:1,[b]:2` syntax)."""
-    entries = [entry.strip() for entry in address.split(",") if entry.strip()]
+    entries = listed(address)
     if len(entries) < 2:
         return address.strip()
     scheme = "ipv6" if all(entry.startswith("[") for entry in entries) else "ipv4"

@@ -13,10 +13,9 @@ from typing import Any
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common import metrics
-from services.common.grpc_client import channel
+from services.common.grpc_client import channel, listed
 from services.common.logs import bind_log_context, hash_user
 from services.edge.auth import (
     SUBPROTOCOL,
@@ -30,6 +29,7 @@ from services.edge.auth import (
 from services.edge.document import document_handler
 from services.edge.frames import REFUSAL_CLOSE_CODES
 from services.edge.generator_client import GeneratorClient, GeneratorError
+from services.edge.generator_pool import GeneratorPool, unready
 from services.edge.http_guard import GuardedSite, mark_authenticated
 from services.edge.jwks import JwksKeys
 from services.edge.limits import ConnectionLimiter, PendingConnections
@@ -50,8 +50,8 @@ JS_CLIENT = Path(str(files("clients") / "js" / "docgen.js"))
 SETTINGS = web.AppKey("settings", EdgeSettings)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 VALIDATOR = web.AppKey("validator", FrameValidator)
-GENERATOR_CHANNEL = web.AppKey("generator_channel", grpc.aio.Channel)
-GENERATOR = web.AppKey("generator", GeneratorClient)
+GENERATOR_CHANNELS = web.AppKey("generator_channels", list[grpc.aio.Channel])
+GENERATOR = web.AppKey[GeneratorClient | GeneratorPool]("generator")
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 SHUTTING_DOWN = web.AppKey("shutting_down", list[bool])
 CONNECTIONS = web.AppKey("connections", ConnectionLimiter)
@@ -221,31 +221,35 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     if request.app[SHUTTING_DOWN][0]:
         return web.json_response({"status": "shutting_down"}, status=503)
-    stub = health_pb2_grpc.HealthStub(request.app[GENERATOR_CHANNEL])
-    try:
-        answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-    except grpc.aio.AioRpcError as error:
-        return web.json_response(
-            {"status": "generator_unreachable", "detail": error.code().name}, status=503
-        )
-    if answer.status != health_pb2.HealthCheckResponse.SERVING:
-        return web.json_response({"status": "generator_not_serving"}, status=503)
+    problem = await unready(request.app[GENERATOR_CHANNELS])
+    if problem is not None:
+        return web.json_response(problem, status=503)
     return web.json_response({"status": "ready"})
 
 
 async def generator_channel_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    generator_channel = channel(settings.generator_addr, settings.grpc_tls, settings.grpc_peer_auth)
-    app[GENERATOR_CHANNEL] = generator_channel
-    app[GENERATOR] = GeneratorClient(
-        generator_channel,
-        unary_timeout_s=settings.grpc_timeout_s,
-        stream_timeout_s=settings.stream_timeout_s,
-        event_stream=settings.event_stream,
-    )
+    # Several generators named one by one: a channel (an event stream) each
+    # (generator_pool.py); else one channel, round robin over what it resolves to.
+    addresses = listed(settings.generator_addr) if settings.event_stream else []
+    if len(addresses) < 2:
+        addresses = [settings.generator_addr]
+    channels = [channel(a, settings.grpc_tls, settings.grpc_peer_auth) for a in addresses]
+    clients = [
+        GeneratorClient(
+            generator_channel,
+            unary_timeout_s=settings.grpc_timeout_s,
+            stream_timeout_s=settings.stream_timeout_s,
+            event_stream=settings.event_stream,
+        )
+        for generator_channel in channels
+    ]
+    app[GENERATOR_CHANNELS] = channels
+    app[GENERATOR] = clients[0] if len(clients) == 1 else GeneratorPool(clients, channels)
     yield
     app[GENERATOR].close()
-    await generator_channel.close()
+    for generator_channel in channels:
+        await generator_channel.close()
 
 
 async def on_shutdown(app: web.Application) -> None:

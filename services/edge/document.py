@@ -19,6 +19,7 @@ from services.edge.generator_client import (
     RunNotEnded,
     RunNotFound,
 )
+from services.edge.generator_pool import GeneratorPool
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def bearer_token(request: web.Request) -> str:
 
 
 def document_handler(
-    verifier: web.AppKey[TokenVerifier], generator: web.AppKey[GeneratorClient]
+    verifier: web.AppKey[TokenVerifier], generator: web.AppKey[GeneratorClient | GeneratorPool]
 ) -> Handler:
     """The route's handler, reading the app's verifier and generator client by these keys."""
 
