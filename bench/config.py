@@ -34,10 +34,10 @@ class BenchConfig:
     handshake_load_streams: int = 200
     """Streams running while the handshakes are repeated under load."""
 
-    section_documents: tuple[int, ...] = (4,)
+    section_documents: tuple[int, ...] = (3,)
     """Sections per document of the bundled-model runs (their summaries give the summary
-    latency). One 5-section document through the edge and the same 5 sections direct take
-    ~2 minutes of the 10 the whole run may take on a quiet machine (~57 tokens/s)."""
+    latency). Each 600-token section takes ~16 s through the edge and as long direct: 3 per
+    side are ~100 s of the 10 minutes the whole run may take (4 per side made it 9.8)."""
     section_tokens: int = 600
 
     summary_fast_rounds: int = 20
