@@ -306,3 +306,50 @@ def test_a_first_sentence_that_only_begins_like_the_brief_is_kept() -> None:
     released, dropped = run(deltas, (*TITLES, BRIEF))
     assert "".join(released) == "What a new engineer lacks is context, and a buddy gives it.\nMore."
     assert dropped == []
+
+
+@pytest.mark.parametrize(
+    ("deltas", "text"),
+    [
+        (  # what the bundled model wrote between two paragraphs (30 Nov)
+            [
+                "Bikes help.\n\nTi",
+                "tle: A Bike-Share",
+                " Scheme for a Mid-Sized City\nSubtitle: Transportation",
+                " to Cities, 2019-2024 \n\nThe report",
+                " covers buses.",
+            ],
+            "Bikes help.\n\n\nThe report covers buses.",
+        ),
+        (["Riega al alba.\n", "Título: Riego\n", "Las plagas."], "Riega al alba.\nLas plagas."),
+        (["Bikes help.\n", "Title: the last line"], "Bikes help.\n"),  # dropped at the end too
+    ],
+)
+def test_label_lines_later_in_a_section_are_dropped(deltas: list[str], text: str) -> None:
+    released, dropped = run(deltas)
+    assert "".join(released) == text
+    assert any("itle" in d or "ítulo" in d for d in dropped), dropped
+
+
+@pytest.mark.parametrize(
+    "prose",
+    [
+        "Bikes help.\nTitle deeds matter here.\nTitles: none were issued.",
+        "Bikes help.\nThe title: a question of ownership, settled in 2019.",
+        "Bikes help.\n" + "Title: " + "x" * 250 + "\nMore.",  # too long for a label line
+    ],
+)
+def test_lines_that_only_start_like_a_label_stay(prose: str) -> None:
+    released, dropped = run([prose[:14], prose[14:30], prose[30:]])
+    assert "".join(released) == prose
+    assert dropped == []
+
+
+def test_a_line_start_is_held_only_while_it_could_be_a_label() -> None:
+    scaffolding = ScaffoldingFilter(TITLES)
+    assert scaffolding.feed("Bikes help.\n") == "Bikes help.\n"
+    assert scaffolding.feed("Ti") == ""  # could be "Title:"
+    assert scaffolding.holding
+    assert scaffolding.feed("des turn.") == "Tides turn."
+    assert not scaffolding.holding
+    assert scaffolding.feed(" More") == " More"

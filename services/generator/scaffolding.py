@@ -1,5 +1,6 @@
 """A streaming filter between the LLM and the client that drops what is not the section's text:
-markup and template tags anywhere, and at the section's opening a preamble ("Here's a short
+markup and template tags anywhere, label lines ("Title: …") anywhere, and at the section's
+opening a preamble ("Here's a short
 section on …:", in any language: a short first line ending with a colon), a heading, a line
 that repeats the document's or the section's title (or the section's brief), or a first
 sentence that reads the request back ('The report titled "…" is about…').
@@ -77,6 +78,14 @@ _BLANK = r"[ \t]*(?:\n|$)"
 _LABEL_LINE = (
     r"(?:title|subtitle|heading|section title|título|subtítulo|encabezado)[ \t]*[:：][^\n]{0,200}"
 )
+# The same label lines later in a section ("Title: …" / "Subtitle: …" between two paragraphs,
+# seen on the bundled model): dropped wherever a line starts with one.
+# Until the stream ends a line is complete only with its line break (a partial match would
+# take `$` for the end of the line).
+_LABEL_AT_LINE_START = {
+    final: regex.compile(rf"[ \t]*{_LABEL_LINE}(?:\n{'|$' if final else ''})", regex.IGNORECASE)
+    for final in (False, True)
+}
 
 # The request read back as the subject or an adverbial of the first sentence: 'The report
 # titled "…" is about…', 'La parte "…" de un informe titulado "…" es…', 'In the report titled
@@ -171,6 +180,9 @@ class ScaffoldingFilter:
         self._at_opening = True
         self._skip_space = False
         self._released: list[str] = []
+        self._line_start = False
+        """The next text starts a line (after the opening: stage 3)."""
+        self._line_pending = ""
         self.dropped: list[str] = []
         """Everything dropped, in order (for logs and tests)."""
 
@@ -182,14 +194,45 @@ class ScaffoldingFilter:
     @property
     def holding(self) -> bool:
         """Whether some text is held back, undecided."""
-        return bool(self._tag_pending or self._pending)
+        return bool(self._tag_pending or self._pending or self._line_pending)
 
     def feed(self, delta: str) -> str:
-        return self._release(self._open(self._untag(delta, final=False), final=False))
+        text = self._open(self._untag(delta, final=False), final=False)
+        return self._release(self._unlabel(text, final=False))
 
     def flush(self) -> str:
         """The end of the stream: what was held back and is not scaffolding is released."""
-        return self._release(self._open(self._untag("", final=True), final=True))
+        text = self._open(self._untag("", final=True), final=True)
+        return self._release(self._unlabel(text, final=True))
+
+    def _unlabel(self, text: str, *, final: bool) -> str:
+        """Stage 3, after the opening: drops label lines ("Title: …"); holds the start of a
+        line only while it could still be one (a few characters, or up to its line break)."""
+        if not self._line_pending and not self._line_start and "\n" not in text:
+            return text  # the common delta: inside a line
+        at_line_start = self._line_start or bool(self._line_pending)
+        text = self._line_pending + text
+        self._line_pending = ""
+        out: list[str] = []
+        position = 0
+        while position < len(text):
+            if at_line_start:
+                match = _LABEL_AT_LINE_START[final].match(text, position, partial=not final)
+                if match is not None and match.partial:
+                    self._line_pending = text[position:]
+                    break
+                if match is not None:
+                    self.dropped.append(text[position : match.end()])
+                    position = match.end()
+                    continue
+            newline = text.find("\n", position)
+            end = len(text) if newline < 0 else newline + 1
+            out.append(text[position:end])
+            position = end
+            at_line_start = newline >= 0
+        if not self._line_pending:
+            self._line_start = at_line_start
+        return "".join(out)
 
     def _release(self, text: str) -> str:
         if text:
