@@ -1,4 +1,5 @@
-"""The edge's side of the generator: the only edge module that speaks gRPC. Calls carry
+"""The edge's side of the generator (one generator channel; `generator_pool.py` spreads runs
+over several, `event_stream.py` multiplexes their events). Calls carry
 deadlines and the current trace id; streams yield docgen's run events (`RunEvent`), through
 the channel's event stream when there is one (`event_stream.py`); every failure is raised as
 one `GeneratorError` (`generator_errors.py`, re-exported here) whose code, message and

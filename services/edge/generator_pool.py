@@ -8,7 +8,8 @@ own `GeneratorClient`: runs start round robin over the generators whose channel 
 as gRPC's `round_robin` policy picks ready subchannels; a run's later calls (follow, cancel,
 document) go to the generator that started it when this edge started it, else round robin
 (with the shared Redis run log any generator serves any run). `dns:///` names keep one
-channel: their addresses are the resolver's, not ours."""
+channel: their addresses are the resolver's, not ours. `unready` is `/readyz`'s check over
+those channels."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import contextlib
 import itertools
 from collections import OrderedDict
 from collections.abc import AsyncGenerator
-from typing import Any
 
 import grpc
 from docgen.v1 import document_pb2, outline_pb2
@@ -65,23 +65,37 @@ class GeneratorPool:
                 yield event
 
     def start(
-        self, outline: outline_pb2.Outline, *, user_id: str, request_id: str, **options: Any
+        self,
+        outline: outline_pb2.Outline,
+        *,
+        user_id: str,
+        request_id: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
         client = self._pick()
-        return self._remembered(
-            client, client.start(outline, user_id=user_id, request_id=request_id, **options)
+        events = client.start(
+            outline, user_id=user_id, request_id=request_id, chunk_interval_ms=chunk_interval_ms
         )
+        return self._remembered(client, events)
 
     def start_plan(
-        self, document_id: str, *, user_id: str, request_id: str, token: str, **options: Any
+        self,
+        document_id: str,
+        *,
+        user_id: str,
+        request_id: str,
+        token: str,
+        chunk_interval_ms: int = 0,
     ) -> AsyncGenerator[RunEvent, None]:
         client = self._pick()
-        return self._remembered(
-            client,
-            client.start_plan(
-                document_id, user_id=user_id, request_id=request_id, token=token, **options
-            ),
+        events = client.start_plan(
+            document_id,
+            user_id=user_id,
+            request_id=request_id,
+            token=token,
+            chunk_interval_ms=chunk_interval_ms,
         )
+        return self._remembered(client, events)
 
     def follow(
         self, run_id: str, *, user_id: str, after_seq: int
@@ -103,9 +117,7 @@ class GeneratorPool:
         )
         lists = [a for a in answers if isinstance(a, list)]
         if not lists:
-            failure = answers[0]
-            assert isinstance(failure, BaseException)
-            raise failure
+            raise next(a for a in answers if isinstance(a, BaseException))
         runs: dict[str, RunInfo] = {}
         for info in itertools.chain.from_iterable(lists):
             runs.setdefault(info.run_id, info)

@@ -1,7 +1,7 @@
 """A streaming filter between the LLM and the client that drops what is not the section's text:
 markup and template tags anywhere, label lines ("Title: …") anywhere, and at the section's
-opening a preamble ("Here's a short
-section on …:", in any language: a short first line ending with a colon), a heading, a line
+opening a preamble ("Here's a short section on …:", in any language: a short first line
+ending with a colon), a heading, a line
 that repeats the document's or the section's title (or the section's brief), or a first
 sentence that reads the request back ('The report titled "…" is about…').
 
@@ -180,8 +180,6 @@ class ScaffoldingFilter:
         self._at_opening = True
         self._skip_space = False
         self._released: list[str] = []
-        self._line_start = False
-        """The next text starts a line (after the opening: stage 3)."""
         self._line_pending = ""
         self.dropped: list[str] = []
         """Everything dropped, in order (for logs and tests)."""
@@ -208,9 +206,12 @@ class ScaffoldingFilter:
     def _unlabel(self, text: str, *, final: bool) -> str:
         """Stage 3, after the opening: drops label lines ("Title: …"); holds the start of a
         line only while it could still be one (a few characters, or up to its line break)."""
-        if not self._line_pending and not self._line_start and "\n" not in text:
+        # Held text starts a line; else the next text does when the last released ended one.
+        at_line_start = bool(self._line_pending) or (
+            bool(self._released) and self._released[-1].endswith("\n")
+        )
+        if not at_line_start and "\n" not in text:
             return text  # the common delta: inside a line
-        at_line_start = self._line_start or bool(self._line_pending)
         text = self._line_pending + text
         self._line_pending = ""
         out: list[str] = []
@@ -230,8 +231,6 @@ class ScaffoldingFilter:
             out.append(text[position:end])
             position = end
             at_line_start = newline >= 0
-        if not self._line_pending:
-            self._line_start = at_line_start
         return "".join(out)
 
     def _release(self, text: str) -> str:
